@@ -1,0 +1,60 @@
+"""Choosing a tf.distribute strategy by name."""
+import tensorflow as tf
+
+from tfnas.errors import UserInputError
+
+STRATEGIES = ("auto", "mirrored", "one_device", "cpu", "multi_worker", "tpu")
+
+
+def configure_cpu_devices(n):
+  """Splits the CPU into n logical devices (for multi-replica runs without GPUs).
+
+  Must run before TensorFlow initializes its devices (before the first op).
+  """
+  if n is None or n <= 1:
+    return
+  cpus = tf.config.list_physical_devices("CPU")
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+  except RuntimeError as e:
+    current = len(tf.config.list_logical_devices("CPU"))
+    if current == n:  # already split this way (e.g. a test that set it up)
+      return
+    raise UserInputError(
+        f"cannot split the CPU into {n} devices after TensorFlow started ({e})") from None
+
+
+def get_strategy(name="auto", tpu_address=None):
+  """A strategy by name.
+
+  auto: mirrored over every GPU if there is one, else over the logical CPU
+  devices (one replica unless the CPU was split). mirrored: the same. cpu: the
+  logical CPU devices only, even when there are GPUs. one_device: the first GPU,
+  else the CPU. multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.
+  tpu: TPUStrategy on `tpu_address` (or the local TPU).
+  """
+  if name not in STRATEGIES:
+    raise UserInputError(f"unknown distribution strategy '{name}'; "
+                         f"choose one of {', '.join(STRATEGIES)}")
+  gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+  cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+  if name in ("auto", "mirrored"):
+    devices = gpus or cpus
+  elif name == "cpu":
+    devices = cpus
+  elif name == "one_device":
+    return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])
+  elif name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  else:
+    try:
+      resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
+      tf.config.experimental_connect_to_cluster(resolver)
+      tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+      raise UserInputError(f"no TPU found ({str(e).splitlines()[0]})") from None
+    return tf.distribute.TPUStrategy(resolver)
+  if len(devices) == 1:
+    return tf.distribute.OneDeviceStrategy(devices[0])
+  return tf.distribute.MirroredStrategy(devices)

@@ -1,0 +1,279 @@
+"""The DARTS candidate operations as Keras layers, defined as in the original code.
+
+Layout is NHWC. Differences from the PyTorch originals are deliberate only where
+Keras forces them, and are numerically neutral:
+- padding is explicit and symmetric (PyTorch style), never TF's 'same';
+- a dilated depthwise conv with stride 2 (not supported by TF) is computed at
+  stride 1 and subsampled, which gives the same values;
+- batch norm is `BatchNorm` below: PyTorch's epsilon 1e-5, momentum 0.1 and
+  unbiased running variance, with optional cross-replica synchronization;
+- weights are initialized like PyTorch's defaults (kaiming-uniform with a=sqrt(5),
+  i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))), so parameter scales match.
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from tfnas.errors import UserInputError
+
+
+def torch_uniform(fan_in):
+  """PyTorch's default conv/linear initializer for a layer with this fan-in."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return keras.initializers.RandomUniform(-bound, bound)
+
+
+def _pad(x, pad, value=0.0):
+  if pad == 0:
+    return x
+  return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
+
+
+class Block(keras.layers.Layer):
+  """A layer made of other layers that build themselves on their first call.
+
+  Without a build() of its own, Keras would build such a layer by tracing its
+  call symbolically, once per nesting level: minutes for the DARTS supernet.
+  """
+
+  def build(self, *input_shapes):
+    del input_shapes
+
+
+class BatchNorm(keras.layers.Layer):
+  """Batch norm with PyTorch semantics.
+
+  Training uses the batch statistics (over all replicas when `synchronized` and
+  there is more than one) and updates running statistics with momentum 0.1 and
+  the unbiased variance, as torch.nn.BatchNorm2d does. `affine=False` has no
+  learnable scale and offset (the search network's setting).
+  """
+
+  def __init__(self, affine=True, synchronized=False, epsilon=1e-5, momentum=0.1, **kwargs):
+    super().__init__(**kwargs)
+    self.affine = affine
+    self.synchronized = synchronized
+    self.epsilon = epsilon
+    self.momentum = momentum
+
+  def build(self, input_shape):
+    c = input_shape[-1]
+    if self.affine:
+      self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+      self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+    # 'mean' aggregation: replicas that saw different batches average their updates.
+    self.moving_mean = self.add_weight(
+        shape=(c,), initializer="zeros", trainable=False, name="moving_mean", aggregation="mean")
+    self.moving_variance = self.add_weight(
+        shape=(c,), initializer="ones", trainable=False, name="moving_variance", aggregation="mean")
+
+  def _batch_moments(self, x):
+    ctx = tf.distribute.get_replica_context()
+    if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+      total, total_sq, count = ctx.all_reduce(
+          tf.distribute.ReduceOp.SUM,
+          [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count])
+      mean = total / count
+      var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
+    else:
+      mean, var = tf.nn.moments(x, [0, 1, 2])
+      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+    return mean, var, count
+
+  def call(self, x, training=False):
+    if training:
+      mean, var, count = self._batch_moments(x)
+      unbiased = var * count / tf.maximum(count - 1.0, 1.0)
+      m = self.momentum
+      self.moving_mean.assign(self.moving_mean * (1.0 - m) + tf.stop_gradient(mean) * m)
+      self.moving_variance.assign(
+          self.moving_variance * (1.0 - m) + tf.stop_gradient(unbiased) * m)
+    else:
+      mean, var = self.moving_mean, self.moving_variance
+    y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
+    if self.affine:
+      y = y * self.gamma + self.beta
+    return y
+
+
+class Conv(keras.layers.Layer):
+  """A bias-free 2D convolution with symmetric padding (regular or depthwise)."""
+
+  def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1, depthwise=False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.kernel_size = kernel_size
+    self.stride = stride
+    self.padding = padding
+    self.dilation = dilation
+    self.depthwise = depthwise
+
+  def build(self, input_shape):
+    c_in = input_shape[-1]
+    k = self.kernel_size
+    if self.depthwise:
+      if self.filters != c_in:
+        raise ValueError(f"depthwise conv needs filters == input channels, got {self.filters}, {c_in}")
+      shape, fan_in = (k, k, c_in, 1), k * k
+    else:
+      shape, fan_in = (k, k, c_in, self.filters), k * k * c_in
+    self.kernel = self.add_weight(shape=shape, initializer=torch_uniform(fan_in), name="kernel")
+
+  def call(self, x):
+    x = _pad(x, self.padding)
+    # TF has no strided dilated conv: run at stride 1 and subsample (same values).
+    subsample = self.stride if self.dilation > 1 else 1
+    stride = 1 if self.dilation > 1 else self.stride
+    if self.depthwise:
+      y = tf.nn.depthwise_conv2d(x, self.kernel, [1, stride, stride, 1], "VALID",
+                                 dilations=[self.dilation, self.dilation])
+    else:
+      y = tf.nn.conv2d(x, self.kernel, stride, "VALID", dilations=self.dilation)
+    if subsample > 1:
+      y = y[:, ::subsample, ::subsample, :]
+    return y
+
+
+class ReLUConvBN(Block):
+  """ReLU -> conv -> BN, the preprocessing op of the cells."""
+
+  def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, **kwargs):
+    super().__init__(**kwargs)
+    self.conv = Conv(c_out, kernel_size, stride, padding)
+    self.bn = BatchNorm(affine, synchronized)
+
+  def call(self, x, training=False):
+    return self.bn(self.conv(tf.nn.relu(x)), training=training)
+
+
+class DilConv(keras.layers.Layer):
+  """ReLU -> dilated depthwise kxk -> 1x1 conv -> BN (one block)."""
+
+  def __init__(self, c_out, kernel_size, stride, padding, dilation, affine, synchronized=False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.c_out = c_out
+    self.kernel_size, self.stride, self.padding, self.dilation = (
+        kernel_size, stride, padding, dilation)
+    self.pointwise = Conv(c_out, 1)
+    self.bn = BatchNorm(affine, synchronized)
+
+  def build(self, input_shape):
+    self.depthwise = Conv(input_shape[-1], self.kernel_size, self.stride, self.padding,
+                          self.dilation, depthwise=True)
+
+  def call(self, x, training=False):
+    return self.bn(self.pointwise(self.depthwise(tf.nn.relu(x))), training=training)
+
+
+class SepConv(keras.layers.Layer):
+  """Two stacked separable blocks; the stride is on the first depthwise conv only."""
+
+  def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, **kwargs):
+    super().__init__(**kwargs)
+    self.c_out = c_out
+    self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+    self.affine, self.synchronized = affine, synchronized
+
+  def build(self, input_shape):
+    c_in = input_shape[-1]
+    self.block1 = DilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine,
+                          self.synchronized)
+    self.block2 = DilConv(self.c_out, self.kernel_size, 1, self.padding, 1, self.affine,
+                          self.synchronized)
+
+  def call(self, x, training=False):
+    return self.block2(self.block1(x, training=training), training=training)
+
+
+class FactorizedReduce(Block):
+  """ReLU -> two stride-2 1x1 convs, the second on the input shifted by one pixel -> BN."""
+
+  def __init__(self, c_out, affine, synchronized=False, **kwargs):
+    super().__init__(**kwargs)
+    if c_out % 2:
+      raise UserInputError(f"FactorizedReduce needs an even channel count, got {c_out}")
+    self.conv1 = Conv(c_out // 2, 1, stride=2)
+    self.conv2 = Conv(c_out // 2, 1, stride=2)
+    self.bn = BatchNorm(affine, synchronized)
+
+  def call(self, x, training=False):
+    x = tf.nn.relu(x)
+    y = tf.concat([self.conv1(x), self.conv2(x[:, 1:, 1:, :])], axis=-1)
+    return self.bn(y, training=training)
+
+
+class Pool(Block):
+  """3x3 max or average pool, padding 1; the average does not count padding.
+
+  In the search network a non-affine BN follows (the original's pool -> BN).
+  """
+
+  def __init__(self, kind, stride, bn=None, **kwargs):
+    super().__init__(**kwargs)
+    self.kind = kind
+    self.stride = stride
+    self.bn = bn
+
+  def call(self, x, training=False):
+    if self.kind == "max":
+      y = tf.nn.max_pool2d(_pad(x, 1, float("-inf")), 3, self.stride, "VALID")
+    else:
+      total = tf.nn.avg_pool2d(_pad(x, 1), 3, self.stride, "VALID")
+      ones = tf.ones_like(x[:1, :, :, :1])
+      count = tf.nn.avg_pool2d(_pad(ones, 1), 3, self.stride, "VALID")
+      y = total / count
+    if self.bn is not None:
+      y = self.bn(y, training=training)
+    return y
+
+
+class Identity(Block):
+
+  def call(self, x, training=False):
+    return x
+
+
+class Zero(Block):
+  """The 'none' op: zeros, subsampled when the stride is 2."""
+
+  def __init__(self, stride, **kwargs):
+    super().__init__(**kwargs)
+    self.stride = stride
+
+  def call(self, x, training=False):
+    return tf.zeros_like(x[:, ::self.stride, ::self.stride, :])
+
+
+def make_op(name, c, stride, affine, search=False, synchronized=False):
+  """Builds one primitive with C channels in and out.
+
+  `search=True` adds the BN after each pool (the search network only).
+  """
+  bn = lambda: BatchNorm(False, synchronized) if search else None  # noqa: E731
+  if name == "none":
+    return Zero(stride)
+  if name == "max_pool_3x3":
+    return Pool("max", stride, bn())
+  if name == "avg_pool_3x3":
+    return Pool("avg", stride, bn())
+  if name == "skip_connect":
+    return Identity() if stride == 1 else FactorizedReduce(c, affine, synchronized)
+  if name == "sep_conv_3x3":
+    return SepConv(c, 3, stride, 1, affine, synchronized)
+  if name == "sep_conv_5x5":
+    return SepConv(c, 5, stride, 2, affine, synchronized)
+  if name == "sep_conv_7x7":
+    return SepConv(c, 7, stride, 3, affine, synchronized)
+  if name == "dil_conv_3x3":
+    return DilConv(c, 3, stride, 2, 2, affine, synchronized)
+  if name == "dil_conv_5x5":
+    return DilConv(c, 5, stride, 4, 2, affine, synchronized)
+  raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(OP_NAMES)}")
+
+
+OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
+            "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5")

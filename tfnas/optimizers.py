@@ -1,0 +1,69 @@
+"""SGD and Adam with PyTorch's update rules, as the original search code uses them.
+
+Keras' SGD folds the learning rate into the momentum buffer, which differs from
+PyTorch as soon as the learning rate changes (every epoch under the cosine
+schedule), and Keras' Adam applies epsilon after bias correction. These
+optimizers follow torch.optim exactly. Weight decay is *not* here: the
+original's coupled L2 decay is added to the gradients by the search step
+(after clipping, like torch.optim.SGD(weight_decay=...)).
+"""
+import keras
+from keras import ops
+
+
+class TorchSGD(keras.optimizers.Optimizer):
+  """torch.optim.SGD with momentum: buf = m * buf + g; w -= lr * buf."""
+
+  def __init__(self, learning_rate, momentum=0.9, name="torch_sgd", **kwargs):
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    self.momentum = momentum
+
+  def build(self, variables):
+    if self.built:
+      return
+    super().build(variables)
+    self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+
+  def update_step(self, gradient, variable, learning_rate):
+    lr = ops.cast(learning_rate, variable.dtype)
+    g = ops.cast(gradient, variable.dtype)
+    buf = self.momentums[self._get_variable_index(variable)]
+    self.assign(buf, ops.add(ops.multiply(buf, self.momentum), g))
+    self.assign_sub(variable, ops.multiply(lr, buf))
+
+  def get_config(self):
+    return {**super().get_config(), "momentum": self.momentum}
+
+
+class TorchAdam(keras.optimizers.Optimizer):
+  """torch.optim.Adam: w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)."""
+
+  def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8, name="torch_adam",
+               **kwargs):
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+  def build(self, variables):
+    if self.built:
+      return
+    super().build(variables)
+    self.m = [self.add_variable_from_reference(v, "m") for v in variables]
+    self.v = [self.add_variable_from_reference(v, "v") for v in variables]
+
+  def update_step(self, gradient, variable, learning_rate):
+    lr = ops.cast(learning_rate, variable.dtype)
+    g = ops.cast(gradient, variable.dtype)
+    t = ops.cast(self.iterations + 1, variable.dtype)
+    bc1 = 1.0 - ops.power(ops.cast(self.beta_1, variable.dtype), t)
+    bc2 = 1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), t)
+    i = self._get_variable_index(variable)
+    m, v = self.m[i], self.v[i]
+    self.assign(m, ops.add(ops.multiply(m, self.beta_1), ops.multiply(g, 1.0 - self.beta_1)))
+    self.assign(v, ops.add(ops.multiply(v, self.beta_2),
+                           ops.multiply(ops.square(g), 1.0 - self.beta_2)))
+    denom = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bc2)), self.epsilon)
+    self.assign_sub(variable, ops.multiply(ops.divide(lr, bc1), ops.divide(m, denom)))
+
+  def get_config(self):
+    return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+            "epsilon": self.epsilon}

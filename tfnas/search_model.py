@@ -1,0 +1,194 @@
+"""The DARTS search network: mixed ops, search cells, and the network with its alphas."""
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tfnas import genotype as genotype_lib
+from tfnas import methods as methods_lib
+from tfnas import ops
+from tfnas.errors import UserInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+  """The shape of the search network (defaults: the DARTS CIFAR search network)."""
+  primitives: tuple = genotype_lib.PRIMITIVES
+  steps: int = 4                 # intermediate nodes per cell
+  layers: int = 8                # cells
+  init_channels: int = 16
+  stem_multiplier: int = 3
+  num_classes: int = 10
+
+  def __post_init__(self):
+    object.__setattr__(self, "primitives", tuple(self.primitives))
+    unknown = [p for p in self.primitives if p not in ops.OP_NAMES]
+    if unknown:
+      raise UserInputError(
+          f"unknown op '{unknown[0]}'; known ops: {', '.join(ops.OP_NAMES)}")
+    if len(set(self.primitives)) != len(self.primitives):
+      raise UserInputError(f"an op is listed twice in {', '.join(self.primitives)}")
+    if not [p for p in self.primitives if p != "none"]:
+      raise UserInputError("the op set needs at least one op besides 'none'")
+    for name in ("steps", "layers", "init_channels", "stem_multiplier"):
+      if getattr(self, name) < 1:
+        raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_classes < 2:
+      raise UserInputError(f"num_classes must be >= 2, got {self.num_classes}")
+
+  @property
+  def reduction_cells(self):
+    """Indices of the reduction cells: 1/3 and 2/3 of the depth."""
+    return sorted({self.layers // 3, 2 * self.layers // 3})
+
+  @property
+  def num_edges(self):
+    return len(genotype_lib.edges(self.steps))
+
+  def check_image_size(self, height, width):
+    """Every reduction halves the image; FactorizedReduce needs even sizes."""
+    factor = 2 ** len(self.reduction_cells)
+    if height % factor or width % factor:
+      raise UserInputError(
+          f"images of {height}x{width} do not fit {len(self.reduction_cells)} reductions: "
+          f"height and width must be multiples of {factor}")
+
+
+def _fold(seed, value):
+  return None if seed is None else tf.random.experimental.stateless_fold_in(seed, value)
+
+
+def _replica_id():
+  ctx = tf.distribute.get_replica_context()
+  return 0 if ctx is None else ctx.replica_id_in_sync_group
+
+
+class MixedOp(ops.Block):
+  """One edge: the sum of every candidate op weighted by its architecture weight.
+
+  'none' contributes zero to the sum and to every gradient, so it is not
+  computed; its weight still takes part in the softmax.
+  """
+
+  def __init__(self, primitives, c, stride, noise=None, synchronized=False, **kwargs):
+    super().__init__(**kwargs)
+    self.primitives = tuple(primitives)
+    self.noise = noise
+    self.op_index = [k for k, p in enumerate(self.primitives) if p != "none"]
+    self.candidates = [ops.make_op(self.primitives[k], c, stride, affine=False, search=True,
+                                   synchronized=synchronized) for k in self.op_index]
+
+  def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
+    out = None
+    for k, op in zip(self.op_index, self.candidates):
+      y = op(x, training=training)
+      if training and self.noise is not None and self.primitives[k] == "skip_connect":
+        seed = noise_seed
+        if seed is None:  # no seed given: a fresh stateful draw
+          seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+        y = methods_lib.add_noise(y, self.noise, _fold(seed, _replica_id()), noise_scale)
+      y = weights[k] * y
+      out = y if out is None else out + y
+    return out
+
+
+class SearchCell(ops.Block):
+  """A DARTS cell with a mixed op on every edge; outputs the concat of its nodes."""
+
+  def __init__(self, space, c, reduction, reduction_prev, noise=None, synchronized=False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.reduction = reduction
+    self.steps = space.steps
+    if reduction_prev:
+      self.preprocess0 = ops.FactorizedReduce(c, False, synchronized)
+    else:
+      self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
+    self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
+    self.edges = genotype_lib.edges(space.steps)
+    self.mixed_ops = [
+        MixedOp(space.primitives, c, 2 if reduction and src < 2 else 1, noise, synchronized)
+        for _, src in self.edges]
+
+  def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
+    states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+    for node in range(2, 2 + self.steps):
+      total = None
+      for e, (to, src) in enumerate(self.edges):
+        if to != node:
+          continue
+        y = self.mixed_ops[e](states[src], weights[e], training=training,
+                              noise_seed=_fold(noise_seed, e), noise_scale=noise_scale)
+        total = y if total is None else total + y
+      states.append(total)
+    return tf.concat(states[2:], axis=-1)
+
+
+class SearchNetwork(keras.Model):
+  """The supernet. `arch_variables` are the alphas, one tensor per cell type.
+
+  The alphas are tracked Keras weights shared by every cell of their type; the
+  network weights are every other trainable variable (`weight_variables`).
+  """
+
+  def __init__(self, space, method, synchronized_bn=False, **kwargs):
+    super().__init__(**kwargs)
+    self.space = space
+    self.method = method
+    noise = method.noise
+    c = space.init_channels
+    c_curr = space.stem_multiplier * c
+    self.stem_conv = ops.Conv(c_curr, 3, padding=1)
+    self.stem_bn = ops.BatchNorm(affine=True, synchronized=synchronized_bn)
+    c_prev_prev, c_prev, c_curr = c_curr, c_curr, c
+    self.cells = []
+    reduction_prev = False
+    for i in range(space.layers):
+      reduction = i in space.reduction_cells
+      if reduction:
+        c_curr *= 2
+      self.cells.append(SearchCell(space, c_curr, reduction, reduction_prev, noise,
+                                   synchronized_bn, name=f"cell_{i}"))
+      reduction_prev = reduction
+      c_prev_prev, c_prev = c_prev, space.steps * c_curr
+    init = ops.torch_uniform(c_prev)
+    self.classifier = keras.layers.Dense(space.num_classes, kernel_initializer=init,
+                                         bias_initializer=init)
+    shape = (space.num_edges, len(space.primitives))
+    if method.alpha_init_std > 0:
+      alpha_init = keras.initializers.RandomNormal(stddev=method.alpha_init_std)
+    else:
+      alpha_init = "zeros"
+    self.alphas_normal = self.add_weight(shape=shape, initializer=alpha_init,
+                                         name="alphas_normal")
+    self.alphas_reduce = self.add_weight(shape=shape, initializer=alpha_init,
+                                         name="alphas_reduce")
+    # Set from outside the step (e.g. the noise's cosine decay per epoch).
+    self.noise_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                       name="noise_scale")
+
+  def build(self, input_shape):
+    del input_shape  # the layers build on the first call (see ops.Block)
+
+  @property
+  def arch_variables(self):
+    return [self.alphas_normal, self.alphas_reduce]
+
+  @property
+  def weight_variables(self):
+    arch = {id(v) for v in self.arch_variables}
+    return [v for v in self.trainable_variables if id(v) not in arch]
+
+  def arch_weights(self):
+    """The relaxed weights (normal, reduce): softmax or sigmoid of the alphas."""
+    return (methods_lib.relax(self.alphas_normal, self.method.relaxation),
+            methods_lib.relax(self.alphas_reduce, self.method.relaxation))
+
+  def call(self, x, training=False, noise_seed=None):
+    w_normal, w_reduce = self.arch_weights()
+    s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
+    for i, cell in enumerate(self.cells):
+      w = w_reduce if cell.reduction else w_normal
+      s0, s1 = s1, cell(s0, s1, w, training=training, noise_seed=_fold(noise_seed, i),
+                        noise_scale=self.noise_scale)
+    return self.classifier(tf.reduce_mean(s1, axis=[1, 2]))

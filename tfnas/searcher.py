@@ -1,0 +1,400 @@
+"""The bilevel search loop: alternating architecture and weight steps under tf.distribute.
+
+One search step, as in the original first-order code: an architecture step on a
+validation batch (Adam on the alphas), then a weight step on a training batch
+(SGD on the network weights, gradients clipped by global norm). Both run inside
+one tf.function through strategy.run.
+
+Distribution semantics (so that N replicas match 1 replica on the same global
+batch): per-example losses are averaged over the global batch; the weight
+gradient is summed over replicas before it is clipped; terms that depend only
+on the alphas (the zero-one loss, the alphas' weight decay) are divided by the
+replica count because the optimizer sums the replicas' gradients; batch norm
+is synchronized across replicas by default when there is more than one.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfnas import data as data_lib
+from tfnas import genotype as genotype_lib
+from tfnas import methods as methods_lib
+from tfnas import optimizers
+from tfnas import search_model
+from tfnas.errors import UserInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Optimization settings (defaults: quark0/darts cnn/train_search.py)."""
+  epochs: int = 50
+  batch_size: int = 64                 # global, split over the replicas
+  learning_rate: float = 0.025
+  learning_rate_min: float = 0.001
+  momentum: float = 0.9
+  weight_decay: float = 3e-4
+  grad_clip: float = 5.0
+  arch_learning_rate: float = 3e-4
+  arch_beta1: float = 0.5
+  arch_beta2: float = 0.999
+  arch_weight_decay: float = 1e-3
+  seed: int = 2
+  synchronized_bn: bool | None = None  # None: on when there is more than one replica
+  log_every_steps: int = 50
+  max_checkpoints: int = 3
+
+  def __post_init__(self):
+    for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
+      if getattr(self, name) < 1:
+        raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("learning_rate", "arch_learning_rate"):
+      if not getattr(self, name) > 0:
+        raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
+    for name in ("learning_rate_min", "weight_decay", "arch_weight_decay", "grad_clip"):
+      if getattr(self, name) < 0:
+        raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("momentum", "arch_beta1", "arch_beta2"):
+      if not 0 <= getattr(self, name) < 1:
+        raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def cosine_learning_rate(config, epoch):
+  """The weights' learning rate in an epoch: cosine from learning_rate to learning_rate_min."""
+  return config.learning_rate_min + 0.5 * (config.learning_rate - config.learning_rate_min) * (
+      1.0 + math.cos(math.pi * epoch / config.epochs))
+
+
+def _write_json(obj, path):
+  """Writes JSON atomically, so a reader never sees half a file."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+class Searcher:
+  """Owns the supernet, both optimizers, the global step and the step function."""
+
+  def __init__(self, space, method, config, strategy, image_shape):
+    self.space, self.method, self.config = space, method, config
+    self.strategy = strategy
+    self.num_replicas = strategy.num_replicas_in_sync
+    space.check_image_size(image_shape[0], image_shape[1])
+    self.synchronized_bn = (self.num_replicas > 1 if config.synchronized_bn is None
+                            else config.synchronized_bn)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+      self.model = search_model.SearchNetwork(space, method, self.synchronized_bn)
+      self.model(tf.zeros([1, *image_shape]))  # creates every variable
+      self.arch_variables = self.model.arch_variables
+      self.weight_variables = self.model.weight_variables
+      self.weight_optimizer = optimizers.TorchSGD(config.learning_rate, config.momentum)
+      self.arch_optimizer = optimizers.TorchAdam(config.arch_learning_rate, config.arch_beta1,
+                                                 config.arch_beta2)
+      # Built here: building lazily inside strategy.run fails under MirroredStrategy.
+      self.weight_optimizer.build(self.weight_variables)
+      self.arch_optimizer.build(self.arch_variables)
+      self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.checkpoint = tf.train.Checkpoint(
+        model=self.model, weight_optimizer=self.weight_optimizer,
+        arch_optimizer=self.arch_optimizer, global_step=self.global_step, epoch=self.epoch)
+    self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    self._step_fn = None
+
+  # ---- the step ----------------------------------------------------------
+
+  def _replica_step(self, train_batch, val_batch):
+    (x_train, y_train), (x_val, y_val) = train_batch, val_batch
+    cfg, n = self.config, self.num_replicas
+    ctx = tf.distribute.get_replica_context()
+    step = self.global_step.read_value()
+    seed = tf.constant(cfg.seed, tf.int64)
+
+    # 1) Architecture step on validation data.
+    with tf.GradientTape() as tape:
+      logits_val = self.model(x_val, training=True, noise_seed=tf.stack([seed, 2 * step]))
+      ce_val = self._loss(y_val, logits_val)
+      loss_arch = tf.nn.compute_average_loss(ce_val, global_batch_size=cfg.batch_size)
+      zero_one = tf.constant(0.0)
+      if self.method.zero_one_weight > 0:
+        zero_one = methods_lib.zero_one_loss(self.arch_variables, self.method.zero_one_form)
+        loss_arch += self.method.zero_one_weight * zero_one / n
+    arch_grads = tape.gradient(loss_arch, self.arch_variables)
+    arch_grads = [g + cfg.arch_weight_decay * v / n
+                  for g, v in zip(arch_grads, self.arch_variables)]
+    self.arch_optimizer.apply_gradients(zip(arch_grads, self.arch_variables))
+
+    # 2) Weight step on training data.
+    with tf.GradientTape() as tape:
+      logits_train = self.model(x_train, training=True,
+                                noise_seed=tf.stack([seed, 2 * step + 1]))
+      ce_train = self._loss(y_train, logits_train)
+      loss_weights = tf.nn.compute_average_loss(ce_train, global_batch_size=cfg.batch_size)
+    grads = tape.gradient(loss_weights, self.weight_variables)
+    if n > 1:
+      grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if cfg.grad_clip > 0:
+      grads, grad_norm = tf.clip_by_global_norm(grads, cfg.grad_clip)
+    else:
+      grad_norm = tf.linalg.global_norm(grads)
+    grads = [(g + cfg.weight_decay * v) / n for g, v in zip(grads, self.weight_variables)]
+    self.weight_optimizer.apply_gradients(zip(grads, self.weight_variables))
+
+    def correct(y, logits):
+      return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
+
+    # Sums over the replicas are taken outside; replica-identical values are pre-divided.
+    return {
+        "train_loss_sum": tf.reduce_sum(ce_train),
+        "train_correct": correct(y_train, logits_train),
+        "val_loss_sum": tf.reduce_sum(ce_val),
+        "val_correct": correct(y_val, logits_val),
+        "zero_one_loss": zero_one / n,
+        "grad_norm": grad_norm / n,
+    }
+
+  def train_step(self, iterator):
+    """Runs one search step on the next batches; returns sums over the global batch."""
+    if self._step_fn is None:
+
+      @tf.function
+      def step_fn(iterator):
+        train_batch, val_batch = next(iterator)
+        out = self.strategy.run(self._replica_step, args=(train_batch, val_batch))
+        self.global_step.assign_add(1)
+        return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in out.items()}
+
+      self._step_fn = step_fn
+    return self._step_fn(iterator)
+
+  # ---- state that outlives the step ---------------------------------------
+
+  def set_epoch_schedules(self, epoch):
+    """Learning rate and noise scale of an epoch (set outside the step: no retracing)."""
+    self.weight_optimizer.learning_rate.assign(cosine_learning_rate(self.config, epoch))
+    self.model.noise_scale.assign(
+        methods_lib.noise_decay(self.method.noise, epoch, self.config.epochs))
+
+  def alphas_json(self):
+    return {
+        "primitives": list(self.space.primitives),
+        "relaxation": self.method.relaxation,
+        "steps": self.space.steps,
+        "normal": self.model.alphas_normal.numpy().tolist(),
+        "reduce": self.model.alphas_reduce.numpy().tolist(),
+    }
+
+  def genotype(self):
+    w_normal, w_reduce = (w.numpy() for w in self.model.arch_weights())
+    return genotype_lib.derive(w_normal, w_reduce, self.space.primitives, self.space.steps,
+                               self.method.selection_rule, self.method.threshold)
+
+
+def _params(space, method, config, data_config, data, searcher):
+  return {
+      "search_space": dataclasses.asdict(space),
+      "method": dataclasses.asdict(method),
+      "search": dataclasses.asdict(config),
+      "data": dataclasses.asdict(data_config),
+      "derived": {
+          "num_replicas": searcher.num_replicas,
+          "per_replica_batch_size": config.batch_size // searcher.num_replicas,
+          "synchronized_bn": searcher.synchronized_bn,
+          "steps_per_epoch": data_lib.steps_per_epoch(data, config.batch_size),
+          "num_classes": data.num_classes,
+          "image_shape": list(data.image_shape),
+          "train_examples": len(data.train.labels),
+          "val_examples": len(data.val.labels),
+          "tensorflow": tf.__version__,
+          "keras": keras.__version__,
+      },
+  }
+
+
+# Settings that may change when a run resumes; everything else must match.
+_RESUMABLE_CHANGES = {("search", "epochs"), ("search", "log_every_steps"),
+                      ("search", "max_checkpoints")}
+
+
+def _check_same_run(old, new, model_dir):
+  """Refuses to mix a model_dir with a run of another configuration."""
+  for section in ("search_space", "method", "search", "data"):
+    for key in sorted(set(old.get(section, {})) | set(new[section])):
+      if (section, key) in _RESUMABLE_CHANGES:
+        continue
+      a, b = old.get(section, {}).get(key), json.loads(json.dumps(new[section].get(key)))
+      if a != b:
+        raise UserInputError(
+            f"{model_dir} holds a search with {section}.{key}={a!r}, not {b!r}: "
+            f"use another --model_dir, or the same settings to resume")
+
+
+@dataclasses.dataclass
+class SearchResult:
+  genotype: genotype_lib.Genotype
+  train_accuracy: float
+  val_accuracy: float
+  model_dir: str
+  files: dict
+
+
+def search(space, method, config, data_config, model_dir, strategy=None, data=None):
+  """Runs (or resumes) a search in model_dir and returns its result.
+
+  model_dir receives params.json, alphas.json and genotype.json (rewritten
+  after every epoch), checkpoints, and TensorBoard events in train/ and
+  validation/. Running again with the same model_dir resumes from the last
+  checkpoint.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  data = data or data_lib.load_search_data(data_config)
+  if space.num_classes != data.num_classes:
+    raise UserInputError(f"num_classes={space.num_classes} does not fit {data.name}, "
+                         f"which has {data.num_classes} classes")
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+  steps_per_epoch = data_lib.steps_per_epoch(data, config.batch_size)
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+  except OSError as e:
+    raise UserInputError(f"cannot create model_dir {model_dir}: {e.strerror}") from None
+  searcher = Searcher(space, method, config, strategy, data.image_shape)
+  params = _params(space, method, config, data_config, data, searcher)
+  files = {name: os.path.join(model_dir, name)
+           for name in ("params.json", "alphas.json", "genotype.json")}
+  if os.path.exists(files["params.json"]):
+    with open(files["params.json"]) as f:
+      _check_same_run(json.load(f), params, model_dir)
+  _write_json(params, files["params.json"])
+
+  manager = tf.train.CheckpointManager(searcher.checkpoint, os.path.join(model_dir, "checkpoints"),
+                                       max_to_keep=config.max_checkpoints,
+                                       step_counter=searcher.global_step)
+  if manager.latest_checkpoint:
+    searcher.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("Resuming from %s at step %d", manager.latest_checkpoint,
+                 int(searcher.global_step.numpy()))
+  start_step = int(searcher.global_step.numpy())
+  total_steps = config.epochs * steps_per_epoch
+  writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
+             for name in ("train", "validation")}
+  logging.info("Search: %d epochs x %d steps, global batch %d on %d replica(s), %s",
+               config.epochs, steps_per_epoch, config.batch_size, searcher.num_replicas,
+               json.dumps(params["method"]))
+
+  dataset = data_lib.search_input(data, global_batch_size=config.batch_size, seed=config.seed,
+                                  epochs=config.epochs, start_step=start_step)
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  epoch_totals = None
+  for epoch in range(start_step // steps_per_epoch, config.epochs):
+    searcher.set_epoch_schedules(epoch)
+    epoch_totals = _Totals()
+    window = _Totals()
+    first = max(start_step - epoch * steps_per_epoch, 0)
+    for step_in_epoch in range(first, steps_per_epoch):
+      out = {k: float(v) for k, v in searcher.train_step(iterator).items()}
+      if not all(math.isfinite(v) for v in out.values()):
+        raise FloatingPointError(
+            f"the loss became {out['train_loss_sum'] + out['val_loss_sum']} at step "
+            f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
+      epoch_totals.add(out, config.batch_size)
+      window.add(out, config.batch_size)
+      step = int(searcher.global_step.numpy())
+      if step % config.log_every_steps == 0 or step_in_epoch + 1 == steps_per_epoch:
+        logging.info("epoch %d/%d step %d/%d | %s", epoch + 1, config.epochs, step_in_epoch + 1,
+                     steps_per_epoch, window.line())
+        _write_step_summaries(writers, window, searcher, step)
+        window = _Totals()
+    searcher.epoch.assign(epoch + 1)
+    manager.save(checkpoint_number=searcher.global_step)
+    genotype = searcher.genotype()
+    _write_json(searcher.alphas_json(), files["alphas.json"])
+    genotype_lib.save(genotype, files["genotype.json"])
+    _write_epoch_summaries(writers, searcher, epoch + 1)
+    logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
+                 epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
+  for w in writers.values():
+    w.flush()
+  if start_step >= total_steps:  # nothing left to run: report the finished search
+    logging.info("The search in %s is already complete", model_dir)
+  genotype = searcher.genotype()
+  _write_json(searcher.alphas_json(), files["alphas.json"])
+  genotype_lib.save(genotype, files["genotype.json"])
+  files["checkpoints"] = os.path.dirname(manager.latest_checkpoint or model_dir + "/")
+  files["tensorboard"] = model_dir
+  totals = epoch_totals or _Totals()
+  return SearchResult(genotype, totals.accuracy("train"), totals.accuracy("val"), model_dir,
+                      files)
+
+
+class _Totals:
+  """Running sums of the step outputs over some steps."""
+
+  def __init__(self):
+    self.sums, self.examples, self.steps, self.start = {}, 0, 0, time.perf_counter()
+
+  def add(self, out, batch_size):
+    for k, v in out.items():
+      self.sums[k] = self.sums.get(k, 0.0) + v
+    self.examples += batch_size
+    self.steps += 1
+
+  def loss(self, split):
+    return self.sums.get(f"{split}_loss_sum", math.nan) / max(self.examples, 1)
+
+  def accuracy(self, split):
+    return self.sums.get(f"{split}_correct", math.nan) / max(self.examples, 1)
+
+  def mean(self, key):
+    return self.sums.get(key, math.nan) / max(self.steps, 1)
+
+  def images_per_second(self):
+    # Each step reads one training and one validation batch.
+    return 2 * self.examples / max(time.perf_counter() - self.start, 1e-9)
+
+  def line(self):
+    return (f"loss/weights {self.loss('train'):.4f} acc {self.accuracy('train'):.4f} | "
+            f"loss/arch {self.loss('val'):.4f} acc {self.accuracy('val'):.4f} | "
+            f"{self.images_per_second():.1f} img/s")
+
+
+def _write_step_summaries(writers, totals, searcher, step):
+  with writers["train"].as_default(step=step):
+    tf.summary.scalar("loss/cross_entropy", totals.loss("train"))
+    tf.summary.scalar("accuracy", totals.accuracy("train"))
+    tf.summary.scalar("learning_rate/weights", float(searcher.weight_optimizer.learning_rate))
+    tf.summary.scalar("learning_rate/arch", float(searcher.arch_optimizer.learning_rate))
+    tf.summary.scalar("grad_norm", totals.mean("grad_norm"))
+    tf.summary.scalar("images_per_second", totals.images_per_second())
+  with writers["validation"].as_default(step=step):
+    tf.summary.scalar("loss/cross_entropy", totals.loss("val"))
+    tf.summary.scalar("accuracy", totals.accuracy("val"))
+    if searcher.method.zero_one_weight > 0:
+      tf.summary.scalar("loss/zero_one", totals.mean("zero_one_loss"))
+    if searcher.method.noise is not None:
+      tf.summary.scalar("noise_scale", float(searcher.model.noise_scale))
+
+
+def _write_epoch_summaries(writers, searcher, epoch):
+  """The weight of every op on every edge, as arch_weights/<cell>/node<to>/<from>/<op>."""
+  step = int(searcher.global_step.numpy())
+  edges = genotype_lib.edges(searcher.space.steps)
+  with writers["train"].as_default(step=step):
+    tf.summary.scalar("epoch", epoch)
+    for cell, weights in zip(("normal", "reduce"), searcher.model.arch_weights()):
+      weights = np.asarray(weights)
+      for e, (to, src) in enumerate(edges):
+        for k, op in enumerate(searcher.space.primitives):
+          tf.summary.scalar(f"arch_weights/{cell}/node{to}/from{src}/{op}", weights[e, k])
