@@ -10,7 +10,7 @@ from tfnas.errors import UserInputError
 
 
 def run(main):
-  """Runs an absl main; bad user input ends with one line and exit status 2."""
+  """Runs an absl main; bad input (exit 2) or a diverged run (exit 1) ends with one line."""
 
   def guarded_main(argv):
     try:
@@ -18,5 +18,8 @@ def run(main):
     except UserInputError as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
+    except FloatingPointError as e:  # a diverged run: say so, keep what was written
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
 
   app.run(guarded_main)

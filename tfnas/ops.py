@@ -62,11 +62,12 @@ class BatchNorm(keras.layers.Layer):
     if self.affine:
       self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
       self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-    # 'mean' aggregation: replicas that saw different batches average their updates.
-    self.moving_mean = self.add_weight(
-        shape=(c,), initializer="zeros", trainable=False, name="moving_mean", aggregation="mean")
-    self.moving_variance = self.add_weight(
-        shape=(c,), initializer="ones", trainable=False, name="moving_variance", aggregation="mean")
+    # Each replica updates its own copy (no cross-replica sync point per BN);
+    # reading them outside the replicas gives the mean, as in tf.keras' BN.
+    # (add_weight cannot make such variables, hence keras.Variable.)
+    stat = dict(shape=(c,), trainable=False, synchronization="on_read", aggregation="mean")
+    self.moving_mean = keras.Variable("zeros", name="moving_mean", **stat)
+    self.moving_variance = keras.Variable("ones", name="moving_variance", **stat)
 
   def _batch_moments(self, x):
     ctx = tf.distribute.get_replica_context()

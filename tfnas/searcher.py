@@ -65,6 +65,10 @@ class SearchConfig:
         raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
+def _correct(y, logits):
+  return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
+
+
 def cosine_learning_rate(config, epoch):
   """The weights' learning rate in an epoch: cosine from learning_rate to learning_rate_min."""
   return config.learning_rate_min + 0.5 * (config.learning_rate - config.learning_rate_min) * (
@@ -113,55 +117,51 @@ class Searcher:
 
   # ---- the step ----------------------------------------------------------
 
-  def _replica_step(self, train_batch, val_batch):
-    (x_train, y_train), (x_val, y_val) = train_batch, val_batch
-    cfg, n = self.config, self.num_replicas
-    ctx = tf.distribute.get_replica_context()
-    step = self.global_step.read_value()
-    seed = tf.constant(cfg.seed, tf.int64)
-
-    # 1) Architecture step on validation data.
+  def arch_step(self, x, y, noise_seed=None):
+    """Architecture step on a validation batch (per replica: call inside strategy.run)."""
+    n = self.num_replicas
     with tf.GradientTape() as tape:
-      logits_val = self.model(x_val, training=True, noise_seed=tf.stack([seed, 2 * step]))
-      ce_val = self._loss(y_val, logits_val)
-      loss_arch = tf.nn.compute_average_loss(ce_val, global_batch_size=cfg.batch_size)
+      logits = self.model(x, training=True, noise_seed=noise_seed)
+      ce = self._loss(y, logits)
+      loss = tf.nn.compute_average_loss(ce, global_batch_size=self.config.batch_size)
       zero_one = tf.constant(0.0)
       if self.method.zero_one_weight > 0:
         zero_one = methods_lib.zero_one_loss(self.arch_variables, self.method.zero_one_form)
-        loss_arch += self.method.zero_one_weight * zero_one / n
-    arch_grads = tape.gradient(loss_arch, self.arch_variables)
-    arch_grads = [g + cfg.arch_weight_decay * v / n
-                  for g, v in zip(arch_grads, self.arch_variables)]
-    self.arch_optimizer.apply_gradients(zip(arch_grads, self.arch_variables))
+        loss += self.method.zero_one_weight * zero_one / n
+    grads = tape.gradient(loss, self.arch_variables)
+    grads = [g + self.config.arch_weight_decay * v / n
+             for g, v in zip(grads, self.arch_variables)]
+    self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables))
+    # Sums over the replicas are taken outside; replica-identical values are pre-divided.
+    return {"val_loss_sum": tf.reduce_sum(ce), "val_correct": _correct(y, logits),
+            "zero_one_loss": zero_one / n}
 
-    # 2) Weight step on training data.
+  def weight_step(self, x, y, noise_seed=None):
+    """Weight step on a training batch (per replica: call inside strategy.run)."""
+    cfg, n = self.config, self.num_replicas
     with tf.GradientTape() as tape:
-      logits_train = self.model(x_train, training=True,
-                                noise_seed=tf.stack([seed, 2 * step + 1]))
-      ce_train = self._loss(y_train, logits_train)
-      loss_weights = tf.nn.compute_average_loss(ce_train, global_batch_size=cfg.batch_size)
-    grads = tape.gradient(loss_weights, self.weight_variables)
-    if n > 1:
-      grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      logits = self.model(x, training=True, noise_seed=noise_seed)
+      ce = self._loss(y, logits)
+      loss = tf.nn.compute_average_loss(ce, global_batch_size=cfg.batch_size)
+    grads = tape.gradient(loss, self.weight_variables)
+    if n > 1:  # clip the global gradient, not each replica's share
+      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
     if cfg.grad_clip > 0:
       grads, grad_norm = tf.clip_by_global_norm(grads, cfg.grad_clip)
     else:
       grad_norm = tf.linalg.global_norm(grads)
+    # Coupled L2 decay after clipping, as torch.optim.SGD(weight_decay=...) does.
     grads = [(g + cfg.weight_decay * v) / n for g, v in zip(grads, self.weight_variables)]
     self.weight_optimizer.apply_gradients(zip(grads, self.weight_variables))
+    return {"train_loss_sum": tf.reduce_sum(ce), "train_correct": _correct(y, logits),
+            "grad_norm": grad_norm / n}
 
-    def correct(y, logits):
-      return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
-
-    # Sums over the replicas are taken outside; replica-identical values are pre-divided.
-    return {
-        "train_loss_sum": tf.reduce_sum(ce_train),
-        "train_correct": correct(y_train, logits_train),
-        "val_loss_sum": tf.reduce_sum(ce_val),
-        "val_correct": correct(y_val, logits_val),
-        "zero_one_loss": zero_one / n,
-        "grad_norm": grad_norm / n,
-    }
+  def _replica_step(self, train_batch, val_batch):
+    step = self.global_step.read_value()
+    seed = tf.constant(self.config.seed, tf.int64)
+    out = self.arch_step(*val_batch, noise_seed=tf.stack([seed, 2 * step]))
+    out.update(self.weight_step(*train_batch, noise_seed=tf.stack([seed, 2 * step + 1])))
+    return out
 
   def train_step(self, iterator):
     """Runs one search step on the next batches; returns sums over the global batch."""
@@ -249,13 +249,15 @@ class SearchResult:
   files: dict
 
 
-def search(space, method, config, data_config, model_dir, strategy=None, data=None):
+def search(space, method, config, data_config, model_dir, strategy=None, data=None,
+           stop_at_step=None):
   """Runs (or resumes) a search in model_dir and returns its result.
 
   model_dir receives params.json, alphas.json and genotype.json (rewritten
   after every epoch), checkpoints, and TensorBoard events in train/ and
   validation/. Running again with the same model_dir resumes from the last
-  checkpoint.
+  checkpoint. `stop_at_step` ends the run early (with a checkpoint) after that
+  global step, as an interruption would.
   """
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
@@ -312,6 +314,9 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
       epoch_totals.add(out, config.batch_size)
       window.add(out, config.batch_size)
       step = int(searcher.global_step.numpy())
+      if step == stop_at_step:
+        manager.save(checkpoint_number=searcher.global_step)
+        return None
       if step % config.log_every_steps == 0 or step_in_epoch + 1 == steps_per_epoch:
         logging.info("epoch %d/%d step %d/%d | %s", epoch + 1, config.epochs, step_in_epoch + 1,
                      steps_per_epoch, window.line())
@@ -370,12 +375,17 @@ class _Totals:
             f"{self.images_per_second():.1f} img/s")
 
 
+def _value(variable):
+  """A scalar variable's value as a float (also for a mirrored one)."""
+  return float(tf.convert_to_tensor(variable.value if hasattr(variable, "value") else variable))
+
+
 def _write_step_summaries(writers, totals, searcher, step):
   with writers["train"].as_default(step=step):
     tf.summary.scalar("loss/cross_entropy", totals.loss("train"))
     tf.summary.scalar("accuracy", totals.accuracy("train"))
-    tf.summary.scalar("learning_rate/weights", float(searcher.weight_optimizer.learning_rate))
-    tf.summary.scalar("learning_rate/arch", float(searcher.arch_optimizer.learning_rate))
+    tf.summary.scalar("learning_rate/weights", _value(searcher.weight_optimizer.learning_rate))
+    tf.summary.scalar("learning_rate/arch", _value(searcher.arch_optimizer.learning_rate))
     tf.summary.scalar("grad_norm", totals.mean("grad_norm"))
     tf.summary.scalar("images_per_second", totals.images_per_second())
   with writers["validation"].as_default(step=step):
@@ -384,7 +394,7 @@ def _write_step_summaries(writers, totals, searcher, step):
     if searcher.method.zero_one_weight > 0:
       tf.summary.scalar("loss/zero_one", totals.mean("zero_one_loss"))
     if searcher.method.noise is not None:
-      tf.summary.scalar("noise_scale", float(searcher.model.noise_scale))
+      tf.summary.scalar("noise_scale", _value(searcher.model.noise_scale))
 
 
 def _write_epoch_summaries(writers, searcher, epoch):

@@ -1,0 +1,593 @@
+"""Search data: load an image dataset into memory and batch it reproducibly.
+
+A dataset is a TFDS name (cifar10, cifar100, ...), "digits" (scikit-learn's
+bundled 8x8 digits, works offline) or a folder of images with one subfolder per
+class. Everything is held in memory as uint8, which suits CIFAR-scale search.
+
+`batches` orders each epoch by a stateless permutation of (seed, stream,
+epoch), so a resumed search restarts at any global step by skipping index
+batches, without checkpointing iterators or decoding skipped images.
+"""
+import dataclasses
+import os
+import re
+import socket
+
+import numpy as np
+import tensorflow as tf
+
+from tfnas.errors import UserInputError
+
+# DARTS normalization constants (algorithms.md section 6; CIFAR-100 common).
+_CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+_CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+_CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+_CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+_DEFAULT_FOLDER_IMAGE_SIZE = 32
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_CROP_PADDING = 4  # Pixels, as in the DARTS CIFAR transform.
+
+# A failing TFDS download retries for minutes when offline, so probe first.
+_PROBE_HOST = ("storage.googleapis.com", 443)
+_PROBE_TIMEOUT_S = 5.0
+_PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+               "all_proxy", "ALL_PROXY")
+
+# Purposes folded into the seed so that order and augmentation are unrelated.
+_ORDER_KEY = 0
+_AUGMENT_KEY = 1
+_RNG_ALG = "philox"  # Fixed, so that results do not depend on the device.
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which data to search on.
+
+  Attributes:
+    dataset: a TFDS name (e.g. cifar10), "digits", or a path to a folder of
+      images with one subfolder per class (sorted names are the class ids).
+    train_split: split that trains the weights (TFDS slicing syntax).
+    val_split: split that trains the architecture. The defaults are the DARTS
+      25k/25k halves of the CIFAR training set.
+    data_dir: TFDS data_dir; None means the TFDS default.
+    image_size: folder images are resized to this (default 32); other
+      datasets keep their native size and accept only that value.
+    download: whether TFDS may download and prepare a missing dataset.
+    augment: DARTS crop+flip augmentation; None = on for cifar*, else off.
+  """
+  dataset: str = "digits"
+  train_split: str = "train[:50%]"
+  val_split: str = "train[50%:]"
+  data_dir: str | None = None
+  image_size: int | None = None
+  download: bool = True
+  augment: bool | None = None
+
+  def __post_init__(self):
+    if not isinstance(self.dataset, str) or not self.dataset.strip():
+      raise UserInputError("dataset is empty: give a TFDS name such as "
+                           "cifar10, 'digits', or a folder of images")
+    for field in ("train_split", "val_split"):
+      value = getattr(self, field)
+      if not isinstance(value, str) or not value.strip():
+        raise UserInputError(f"{field} is empty: give a split such as "
+                             "train[:50%]")
+    if self.image_size is not None and (
+        isinstance(self.image_size, bool) or
+        not isinstance(self.image_size, int) or self.image_size < 1):
+      raise UserInputError(f"image_size must be a positive integer, got "
+                           f"{self.image_size!r}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSet:
+  """Images uint8 [N, H, W, 3] and their int64 labels [N]."""
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __post_init__(self):
+    images, labels = self.images, self.labels
+    if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or
+        images.ndim != 4 or images.shape[-1] != 3):
+      raise UserInputError("ImageSet.images must be a uint8 numpy array "
+                           "[N, H, W, 3], got "
+                           f"{getattr(images, 'dtype', type(images))} "
+                           f"{getattr(images, 'shape', '')}")
+    if (not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or
+        labels.shape != images.shape[:1]):
+      raise UserInputError(f"ImageSet.labels must be an int64 numpy array "
+                           f"[{len(images)}], got "
+                           f"{getattr(labels, 'dtype', type(labels))} "
+                           f"{getattr(labels, 'shape', '')}")
+
+  def __len__(self):
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SearchData:
+  """Both halves of the search data plus what the model needs to know.
+
+  mean and std are per channel in [0, 1] units.
+  """
+  name: str
+  train: ImageSet
+  val: ImageSet
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  augment: bool
+
+
+def load_search_data(cfg: DataConfig) -> SearchData:
+  """Loads both splits of cfg.dataset into memory."""
+  name = cfg.dataset
+  expanded = os.path.expanduser(name)
+  if name == "digits":
+    loaded = _load_digits(cfg)
+  elif _looks_like_path(name):
+    if not os.path.isdir(expanded):
+      raise UserInputError(f"dataset folder {name} does not exist")
+    loaded = _load_folder(cfg, expanded)
+  else:
+    loaded = _load_tfds(cfg)  # Falls back to a folder of the same name.
+  train, val, num_classes, mean, std, tfds_name = loaded
+
+  if cfg.augment is None:
+    augment = bool(tfds_name and tfds_name.startswith("cifar"))
+  else:
+    augment = bool(cfg.augment)
+  return SearchData(
+      name=name,
+      train=train,
+      val=val,
+      num_classes=num_classes,
+      image_shape=tuple(int(d) for d in train.images.shape[1:]),
+      mean=mean,
+      std=std,
+      augment=augment)
+
+
+def steps_per_epoch(data: SearchData, global_batch_size: int) -> int:
+  """Steps per epoch: the smaller split in whole global batches."""
+  _check_int("global_batch_size", global_batch_size, minimum=1)
+  n_train, n_val = len(data.train), len(data.val)
+  steps = min(n_train, n_val) // global_batch_size
+  if steps == 0:
+    raise UserInputError(
+        f"batch size {global_batch_size} is larger than the search splits of "
+        f"{data.name} (train {n_train}, val {n_val} examples): use a smaller "
+        "batch size or larger splits")
+  return steps
+
+
+def search_input(data: SearchData, *, global_batch_size: int, seed: int,
+                 epochs: int, start_step: int = 0) -> tf.data.Dataset:
+  """Yields ((x_train, y_train), (x_val, y_val)) global batches.
+
+  Both halves get the training transform when data.augment is on, as in
+  DARTS, whose validation half is the same dataset object.
+  """
+  steps = steps_per_epoch(data, global_batch_size)
+  common = dict(global_batch_size=global_batch_size, seed=seed, epochs=epochs,
+                steps_per_epoch=steps, start_step=start_step,
+                augment=data.augment)
+  train = batches(data.train, data.mean, data.std, stream=0, **common)
+  val = batches(data.val, data.mean, data.std, stream=1, **common)
+  return tf.data.Dataset.zip((train, val))
+
+
+def batches(images: ImageSet, mean, std, *, global_batch_size: int, seed: int,
+            stream: int, epochs: int,
+            steps_per_epoch: int,  # pylint: disable=redefined-outer-name
+            start_step: int = 0, augment: bool = False,
+            normalize: bool = True) -> tf.data.Dataset:
+  """Global batches (x float32 [B, H, W, 3], y int64 [B]) from start_step on.
+
+  Epoch e uses the first steps_per_epoch * B entries of a stateless
+  permutation keyed by (seed, stream, e); augmentation is keyed by (seed,
+  stream, e, step in epoch). Starting at start_step=k therefore yields exactly
+  batches k, k+1, ... of a run started at 0.
+  """
+  _check_int("global_batch_size", global_batch_size, minimum=1)
+  _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+  _check_int("epochs", epochs, minimum=1)
+  _check_int("seed", seed)
+  _check_int("stream", stream)
+  total_steps = epochs * steps_per_epoch
+  _check_int("start_step", start_step, minimum=0)
+  if start_step > total_steps:
+    raise UserInputError(f"start_step {start_step} is past the end of the run "
+                         f"({epochs} epochs x {steps_per_epoch} steps)")
+  n = len(images)
+  per_epoch = steps_per_epoch * global_batch_size
+  if per_epoch > n:
+    raise UserInputError(
+        f"{steps_per_epoch} steps of batch {global_batch_size} need "
+        f"{per_epoch} examples per epoch but the split has {n}")
+  mean = _channel_triple("mean", mean)
+  std = _channel_triple("std", std)
+  if min(std) <= 0:
+    raise UserInputError(f"std must be positive, got {std}")
+
+  x_all = tf.constant(images.images)
+  y_all = tf.constant(images.labels)
+  _, height, width, _ = images.images.shape
+  key = tf.constant([seed, stream], tf.int64)
+  order_key = _fold_in(key, _ORDER_KEY)
+  augment_key = _fold_in(key, _AUGMENT_KEY)
+
+  def epoch_batches(epoch):
+    perm = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=_fold_in(order_key, epoch),
+        alg=_RNG_ALG)
+    index = tf.reshape(perm[:per_epoch], [steps_per_epoch, global_batch_size])
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.fill([steps_per_epoch], epoch),
+         tf.range(steps_per_epoch, dtype=tf.int64), index))
+
+  def make_batch(epoch, step_in_epoch, index):
+    x = tf.gather(x_all, index)
+    y = tf.gather(y_all, index)
+    if augment:
+      batch_key = _fold_in(_fold_in(augment_key, epoch), step_in_epoch)
+      x = _crop_and_flip(x, batch_key, height, width)
+    x = tf.cast(x, tf.float32) / 255.0
+    if normalize:
+      x = (x - tf.constant(mean)) / tf.constant(std)
+    return x, y
+
+  first_epoch = start_step // steps_per_epoch
+  ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  # Skipping index triples is cheap: no image is gathered for them.
+  ds = ds.skip(start_step - first_epoch * steps_per_epoch)
+  ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _crop_and_flip(x, key, height, width):
+  """DARTS transform: zero-pad 4, random crop back to HxW, random h-flip."""
+  batch = tf.shape(x)[0]
+  pad = _CROP_PADDING
+  padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  offsets = tf.random.stateless_uniform(
+      [batch, 2], seed=_fold_in(key, 0), minval=0, maxval=2 * pad + 1,
+      dtype=tf.int32, alg=_RNG_ALG)
+  flip = tf.random.stateless_uniform(
+      [batch], seed=_fold_in(key, 1), minval=0, maxval=2, dtype=tf.int32,
+      alg=_RNG_ALG) > 0
+  rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
+  cols = tf.where(flip[:, tf.newaxis],
+                  offsets[:, 1:] + tf.range(width - 1, -1, -1)[tf.newaxis],
+                  offsets[:, 1:] + tf.range(width)[tf.newaxis])
+  x = tf.gather(padded, rows, axis=1, batch_dims=1)
+  return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
+def _fold_in(key, data):
+  return tf.random.experimental.stateless_fold_in(
+      key, tf.cast(data, tf.int64), alg=_RNG_ALG)
+
+
+# ----------------------------------------------------------------- loaders
+# Each returns (train, val, num_classes, mean, std, tfds_name_or_None).
+
+
+def _load_digits(cfg):
+  _check_native_size(cfg, "digits", 8, 8)
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  # Values are 0..16; scale to the full uint8 range.
+  gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+  images = np.repeat(gray[..., np.newaxis], 3, axis=-1)
+  labels = digits.target.astype(np.int64)
+  train, val = _split_single(images, labels, cfg, "digits")
+  return train, val, 10, *_mean_std(train), None
+
+
+def _load_folder(cfg, root):
+  """Images in root/<class>/...; sorted class names are the labels."""
+  name = cfg.dataset
+  size = cfg.image_size or _DEFAULT_FOLDER_IMAGE_SIZE
+  try:
+    entries = sorted(os.listdir(root))
+  except OSError as e:
+    raise UserInputError(f"cannot list dataset folder {name}: "
+                         f"{e.strerror}") from None
+  classes = [e for e in entries
+             if not e.startswith(".") and os.path.isdir(os.path.join(root, e))]
+  if len(classes) < 2:
+    raise UserInputError(
+        f"image folder {name} has {len(classes)} class subfolder(s); it needs "
+        "at least 2 (one subfolder of images per class)")
+  files, labels = [], []
+  for label, cls in enumerate(classes):
+    found = _image_files(os.path.join(root, cls))
+    if not found:
+      raise UserInputError(
+          f"class folder {os.path.join(name, cls)} has no images "
+          f"({', '.join(_IMAGE_EXTENSIONS)})")
+    files.extend(found)
+    labels.extend([label] * len(found))
+  images = np.stack([_read_image(f, size) for f in files])
+  train, val = _split_single(images, np.asarray(labels, np.int64), cfg, name)
+  return train, val, len(classes), *_mean_std(train), None
+
+
+def _image_files(folder):
+  """Sorted image paths under folder, hidden entries skipped."""
+  paths = []
+  for parent, dirs, names in os.walk(folder):
+    dirs[:] = [d for d in dirs if not d.startswith(".")]
+    paths.extend(os.path.join(parent, f) for f in names
+                 if not f.startswith(".") and
+                 f.lower().endswith(_IMAGE_EXTENSIONS))
+  return sorted(paths)
+
+
+def _read_image(path, size):
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False)
+  except (tf.errors.OpError, ValueError) as e:
+    raise UserInputError(f"cannot read image {path}: {_short(e)}") from None
+  if image.shape[0] != size or image.shape[1] != size:
+    # Squash to a square (no aspect-preserving crop), like Keras' loaders.
+    image = tf.image.resize(image, [size, size], antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+  return image.numpy()
+
+
+def _load_tfds(cfg):
+  """Loads a TFDS dataset, preparing it first if allowed."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  name = cfg.dataset
+  try:
+    builder = tfds.builder(name, data_dir=cfg.data_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    is_unknown = (isinstance(e, tfds.core.registered.DatasetNotFoundError) or
+                  str(e).startswith("Parsing builder name string"))
+    if is_unknown and os.path.isdir(name):
+      return _load_folder(cfg, name)  # A folder in the working directory.
+    if is_unknown:
+      raise UserInputError(
+          f"unknown dataset '{name}': not a TFDS dataset name, 'digits', or "
+          "a folder of images") from None
+    raise UserInputError(f"cannot open TFDS dataset '{name}': "
+                         f"{_short(e)}") from None
+
+  if not builder.is_prepared():
+    _prepare(builder, cfg, tfds)
+
+  info = builder.info
+  keys = info.supervised_keys
+  if not keys or len(keys) != 2:
+    raise UserInputError(f"TFDS dataset {name} has no (image, label) "
+                         "supervised keys, so it cannot be used for search")
+  image_key, label_key = keys
+  image_feature = info.features[image_key]
+  label_feature = info.features[label_key]
+  num_classes = getattr(label_feature, "num_classes", None)
+  if not num_classes:
+    raise UserInputError(f"TFDS dataset {name}: '{label_key}' is not a class "
+                         "label, so it cannot be used for classification")
+  shape = tuple(getattr(image_feature, "shape", ()) or ())
+  if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
+    raise UserInputError(
+        f"TFDS dataset {name} has images of shape {shape}; search needs one "
+        "fixed size with 1 or 3 channels (export them to a folder of images "
+        "and use image_size)")
+  _check_native_size(cfg, name, shape[0], shape[1])
+
+  train = _read_tfds_split(builder, cfg.train_split, tfds)
+  val = _read_tfds_split(builder, cfg.val_split, tfds)
+  if builder.info.name == "cifar10":
+    mean, std = _CIFAR10_MEAN, _CIFAR10_STD
+  elif builder.info.name == "cifar100":
+    mean, std = _CIFAR100_MEAN, _CIFAR100_STD
+  else:
+    mean, std = _mean_std(train)
+  return train, val, int(num_classes), mean, std, builder.info.name
+
+
+def _prepare(builder, cfg, tfds):
+  """Downloads and prepares a missing dataset, or says how to get it."""
+  if cfg.data_dir:
+    where = cfg.data_dir
+  else:
+    where = os.fspath(tfds.core.constants.DATA_DIR)
+  if not cfg.download:
+    reason = "downloads are off"
+  else:
+    reason = _network_problem()
+    if reason is None:
+      try:
+        builder.download_and_prepare()
+      except Exception as e:  # pylint: disable=broad-except
+        reason = _short(e, limit=160)
+  if reason is not None:
+    name = cfg.dataset
+    raise UserInputError(
+        f"dataset {name} is not in {where} and could not be downloaded "
+        f"({reason}): build it where there is internet (`tfds build {name} "
+        "--data_dir=DIR`), copy DIR here and pass --tfds_data_dir=DIR")
+
+
+def _network_problem():
+  """None if downloads look possible, else a short reason.
+
+  TFDS retries a failing download for about 3.5 minutes when offline, so a
+  quick connection attempt fails fast instead. Behind a proxy a direct
+  connection proves nothing, so the check is skipped there.
+  """
+  if any(os.environ.get(v) for v in _PROXY_VARS):
+    return None
+  host, port = _PROBE_HOST
+  try:
+    socket.create_connection(_PROBE_HOST, timeout=_PROBE_TIMEOUT_S).close()
+  except OSError:
+    return f"no network: cannot reach {host}:{port}"
+  return None
+
+
+def _read_tfds_split(builder, split, tfds):
+  """Reads one split into memory, in the stored (deterministic) order."""
+  name = builder.info.name
+  splits = builder.info.splits
+  # Mocked builders (tfds.testing.mock_data) know no splits: skip the check.
+  if splits:
+    try:
+      size = splits[split].num_examples
+    except (ValueError, KeyError, NotImplementedError, AssertionError) as e:
+      raise UserInputError(
+          f"bad split '{split}' for {name} ({_short(e)}); available splits: "
+          f"{', '.join(sorted(splits.keys()))}") from None
+    if size == 0:
+      raise UserInputError(f"split '{split}' of {name} is empty")
+  try:
+    ds = builder.as_dataset(
+        split=split, as_supervised=True, shuffle_files=False,
+        read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    chunks = list(ds.batch(4096).as_numpy_iterator())
+  except (tf.errors.OpError, ValueError, OSError) as e:
+    raise UserInputError(f"cannot read split '{split}' of {name} from "
+                         f"{builder.data_dir}: {_short(e)}") from None
+  if not chunks:
+    raise UserInputError(f"split '{split}' of {name} is empty")
+  images = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
+  labels = np.concatenate([c[1] for c in chunks]).astype(np.int64)
+  if images.shape[-1] == 1:
+    images = np.repeat(images, 3, axis=-1)
+  return ImageSet(images, labels)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _looks_like_path(name):
+  return (os.path.isabs(name) or name.startswith(("./", "../", "~")) or
+          name in (".", "..") or (os.sep != "/" and os.sep in name))
+
+
+def _check_native_size(cfg, name, height, width):
+  size = cfg.image_size
+  if size is not None and (size != height or size != width):
+    raise UserInputError(
+        f"{name} images are {height}x{width}; image_size={size} only resizes "
+        f"folder datasets (leave it unset or set it to {height})")
+
+
+def _split_single(images, labels, cfg, name):
+  """Train/val ImageSets of a dataset whose only split is 'train'."""
+  sets = []
+  for split in (cfg.train_split, cfg.val_split):
+    index = split_indices(split, len(labels), name)
+    if index.size == 0:
+      raise UserInputError(f"split '{split}' of {name} is empty")
+    sets.append(ImageSet(images[index], labels[index]))
+  return tuple(sets)
+
+
+_PART_RE = re.compile(r"^(?P<split>[\w-]+)(?:\[(?P<selector>[^\]]*)\])?$")
+_BOUND_RE = re.compile(r"^(?P<value>-?\d+(?:\.\d*)?)(?P<percent>%)?$")
+
+
+def split_indices(spec: str, num_examples: int, name: str) -> np.ndarray:
+  """Indices selected by a TFDS-style split of a single 'train' split.
+
+  Supports train, train[a:b] with absolute or percent bounds (negative ones
+  count from the end) and '+' to join parts. Percent bounds round to the
+  closest example like TFDS (Python's round, so 50% of 1797 is 898).
+  """
+  parts = [p.strip() for p in spec.split("+")]
+  return np.concatenate(
+      [_part_indices(p, spec, num_examples, name) for p in parts])
+
+
+def _part_indices(part, spec, n, name):
+  usage = (f"bad split '{spec}' for {name}: write train, train[:50%], "
+           "train[50%:], train[10%:20%], train[:100] or train[-100:] (its "
+           "only split is 'train')")
+  match = _PART_RE.match(part)
+  if not match:
+    raise UserInputError(usage)
+  if match["split"] != "train":
+    raise UserInputError(
+        f"unknown split '{match['split']}' in '{spec}' for {name}: its only "
+        "split is 'train' (slice it, e.g. train[:50%] and train[50%:])")
+  selector = match["selector"]
+  if selector is None:
+    return np.arange(n)
+  bounds = [b.strip() for b in selector.split(":")]
+  if len(bounds) != 2 or not any(bounds):
+    raise UserInputError(usage)
+  found = [_BOUND_RE.match(b) if b else None for b in bounds]
+  if any(b and not m for b, m in zip(bounds, found)):
+    raise UserInputError(usage)
+  percent = any(m and m["percent"] for m in found)
+
+  def resolve(m, default):
+    if m is None:
+      return default
+    text = m["value"]
+    if percent:
+      value = float(text)
+      if abs(value) > 100:
+        raise UserInputError(f"split '{spec}' of {name}: percent bounds must "
+                             "be within [-100%, 100%]")
+      value = int(round(value * n / 100.0))
+    else:
+      if "." in text:
+        raise UserInputError(usage)
+      value = int(text)
+      if abs(value) > n:
+        raise UserInputError(f"split '{spec}' of {name} is out of range: it "
+                             f"has {n} examples")
+    return n + value if value < 0 else value
+
+  start, stop = resolve(found[0], 0), resolve(found[1], n)
+  return np.arange(start, max(start, stop))
+
+
+def _mean_std(images: ImageSet):
+  """Per-channel mean and std in [0, 1] units, summed in chunks."""
+  x = images.images
+  count = x.shape[0] * x.shape[1] * x.shape[2]
+  total = np.zeros(3)
+  squares = np.zeros(3)
+  for i in range(0, len(x), 4096):
+    chunk = x[i:i + 4096].astype(np.float64) / 255.0
+    total += chunk.sum(axis=(0, 1, 2))
+    squares += np.square(chunk).sum(axis=(0, 1, 2))
+  mean = total / count
+  std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+  # A constant channel has std 0; any positive value leaves it at 0.
+  std = np.where(std < 1e-6, 1.0, std)
+  return (tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def _channel_triple(what, values):
+  try:
+    triple = tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    triple = ()
+  if len(triple) != 3:
+    raise UserInputError(f"{what} must be 3 numbers (one per channel), got "
+                         f"{values!r}")
+  return triple
+
+
+def _check_int(what, value, minimum=None):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise UserInputError(f"{what} must be an integer, got {value!r}")
+  if minimum is not None and value < minimum:
+    raise UserInputError(f"{what} must be at least {minimum}, got {value}")
+
+
+def _short(error, limit=200):
+  """The first line of an error message, shortened."""
+  text = getattr(error, "message", None) or str(error) or type(error).__name__
+  line = next((l.strip() for l in text.splitlines() if l.strip()), text)
+  return line if len(line) <= limit else line[:limit - 3] + "..."

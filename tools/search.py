@@ -1,0 +1,169 @@
+r"""Searches a DARTS cell with DARTS, Fair DARTS or Noisy DARTS.
+
+  python tools/search.py --flagfile=flags/fair_darts_cifar10.flags --model_dir=DIR
+
+Running again with the same --model_dir resumes the search. Flags keep the
+names of the original DARTS code where it has them.
+"""
+import dataclasses
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from tfnas import cli  # noqa: E402
+from tfnas.errors import UserInputError  # noqa: E402
+
+# Data.
+_DATASET = flags.DEFINE_string(
+    "dataset", "digits",
+    "A TFDS name (cifar10, cifar100, ...), 'digits' (scikit-learn's bundled 8x8 digits, "
+    "offline) or a folder of images with one subfolder per class.")
+_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train[:50%]",
+                                   "TFDS split string of the half that trains the weights.")
+_VAL_SPLIT = flags.DEFINE_string("val_split", "train[50%:]",
+                                 "TFDS split string of the half that trains the alphas.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
+                                   "Image size for folder datasets (default 32).", lower_bound=1)
+_DOWNLOAD = flags.DEFINE_boolean("download", True,
+                                 "Let TFDS download a dataset that is not in tfds_data_dir.")
+
+# Search space.
+_PRIMITIVES = flags.DEFINE_list(
+    "primitives", None,
+    "Candidate ops, in order. Default: the 8 DARTS ops for darts, the same without 'none' "
+    "for fair_darts and noisy_darts (as their original code).")
+_STEPS = flags.DEFINE_integer("steps", 4, "Intermediate nodes per cell.", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("layers", 8, "Cells in the search network.", lower_bound=1)
+_INIT_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Channels of the first cells.",
+                                      lower_bound=1)
+_STEM_MULTIPLIER = flags.DEFINE_integer("stem_multiplier", 3, "Stem channels / init_channels.",
+                                        lower_bound=1)
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None,
+                                    "Classes of the classifier (default: the dataset's).")
+
+# Method and its parts (None keeps the method's own setting).
+_METHOD = flags.DEFINE_enum("method", "darts", ["darts", "fair_darts", "noisy_darts"],
+                            "Search method: a preset of the parts below.")
+_RELAXATION = flags.DEFINE_enum("relaxation", None, ["softmax", "sigmoid"],
+                                "Softmax over each edge's ops, or an independent sigmoid per op.")
+_ALPHA_INIT_STD = flags.DEFINE_float("alpha_init_std", None,
+                                     "Alphas start as this * N(0, 1); 0 starts them at 0.")
+_ZERO_ONE_WEIGHT = flags.DEFINE_float("zero_one_weight", None,
+                                      "Weight of Fair DARTS' zero-one loss (0: off).")
+_ZERO_ONE_FORM = flags.DEFINE_enum("zero_one_form", None, ["l2", "l1"],
+                                   "-mean((w - 0.5)^2) (original default) or -mean(|w - 0.5|).")
+_SELECTION_RULE = flags.DEFINE_enum("selection_rule", None,
+                                    ["darts", "threshold_sparse", "threshold_edge"],
+                                    "How the genotype is derived from the weights.")
+_THRESHOLD = flags.DEFINE_float("threshold", None, "Weight an op needs under the threshold rules.")
+_ADD_NOISE = flags.DEFINE_boolean("add_noise", None, "Noise on skip_connect (Noisy DARTS).")
+_NOISE_TYPE = flags.DEFINE_enum("noise_type", None, ["gaussian", "uniform"], "Noise distribution.")
+_NOISE_MIXTURE = flags.DEFINE_enum("noise_mixture", None, ["additive", "multiplicative"],
+                                   "How the noise meets the skip output.")
+_NOISE_MEAN = flags.DEFINE_float("noise_mean", None, "Mean of the noise (unbiased: 0).")
+_NOISE_FACTOR = flags.DEFINE_float("noise_factor", None,
+                                   "lambda: the Gaussian std is lambda * std(x).")
+_NOISE_DECAY = flags.DEFINE_boolean("noise_decay", None,
+                                    "Cosine decay of the noise to 0 over the search.")
+
+# Optimization.
+_EPOCHS = flags.DEFINE_integer("epochs", 50, "Search epochs.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch (split over replicas).",
+                                   lower_bound=1)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.025, "Initial weight learning rate.")
+_LEARNING_RATE_MIN = flags.DEFINE_float("learning_rate_min", 0.001, "Final weight learning rate.")
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 3e-4, "Coupled L2 decay of the weights.")
+_GRAD_CLIP = flags.DEFINE_float("grad_clip", 5.0, "Global-norm clip of the weight gradient.")
+_ARCH_LEARNING_RATE = flags.DEFINE_float("arch_learning_rate", 3e-4, "Adam lr of the alphas.")
+_ARCH_BETA1 = flags.DEFINE_float("arch_beta1", 0.5, "Adam beta1 of the alphas.")
+_ARCH_BETA2 = flags.DEFINE_float("arch_beta2", 0.999, "Adam beta2 of the alphas.")
+_ARCH_WEIGHT_DECAY = flags.DEFINE_float("arch_weight_decay", 1e-3, "Coupled L2 decay of alphas.")
+_SEED = flags.DEFINE_integer("seed", 2, "Random seed.")
+
+# Runtime.
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
+_STRATEGY = flags.DEFINE_enum(
+    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu", "multi_worker",
+                                      "tpu"],
+    "auto: mirrored over all GPUs, else over the (logical) CPU devices.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
+                                    "Split the CPU into N logical devices (N replicas).",
+                                    lower_bound=1)
+_TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
+_SYNC_BN = flags.DEFINE_boolean("synchronized_bn", None,
+                                "Batch statistics over all replicas (default: on with >1).")
+_LOG_EVERY = flags.DEFINE_integer("log_every_steps", 50, "Steps between log lines and summaries.",
+                                  lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Before anything else touches TensorFlow's devices.
+  from tfnas import distribute
+  distribute.configure_cpu_devices(_CPU_DEVICES.value)
+
+  from tfnas import data as data_lib
+  from tfnas import genotype as genotype_lib
+  from tfnas import methods
+  from tfnas import search_model
+  from tfnas import searcher
+
+  noise = None
+  preset = methods.METHODS[_METHOD.value]
+  if _ADD_NOISE.value or (_ADD_NOISE.value is None and preset.noise is not None):
+    base = preset.noise or methods.NoiseConfig()
+    noise = methods.NoiseConfig(
+        type=_NOISE_TYPE.value or base.type,
+        mixture=_NOISE_MIXTURE.value or base.mixture,
+        mean=base.mean if _NOISE_MEAN.value is None else _NOISE_MEAN.value,
+        factor=base.factor if _NOISE_FACTOR.value is None else _NOISE_FACTOR.value,
+        cosine_decay=base.cosine_decay if _NOISE_DECAY.value is None else _NOISE_DECAY.value)
+  method = methods.get_method(
+      _METHOD.value, relaxation=_RELAXATION.value, alpha_init_std=_ALPHA_INIT_STD.value,
+      zero_one_weight=_ZERO_ONE_WEIGHT.value, zero_one_form=_ZERO_ONE_FORM.value,
+      selection_rule=_SELECTION_RULE.value, threshold=_THRESHOLD.value)
+  method = dataclasses.replace(method, noise=noise)
+
+  data_config = data_lib.DataConfig(
+      dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
+      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
+  data = data_lib.load_search_data(data_config)
+
+  primitives = _PRIMITIVES.value
+  if primitives is None:
+    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
+                  else genotype_lib.FAIR_PRIMITIVES)
+  space = search_model.SearchSpace(
+      primitives=tuple(primitives), steps=_STEPS.value, layers=_LAYERS.value,
+      init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
+      num_classes=_NUM_CLASSES.value or data.num_classes)
+  config = searcher.SearchConfig(
+      epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
+      learning_rate_min=_LEARNING_RATE_MIN.value, momentum=_MOMENTUM.value,
+      weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
+      arch_learning_rate=_ARCH_LEARNING_RATE.value, arch_beta1=_ARCH_BETA1.value,
+      arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
+      seed=_SEED.value, synchronized_bn=_SYNC_BN.value, log_every_steps=_LOG_EVERY.value)
+  strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
+
+  result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
+                           strategy=strategy, data=data)
+  logging.info("Search finished.")
+  print(json.dumps(genotype_lib.to_json(result.genotype)))
+  print(f"supernet accuracy in the last epoch: train {result.train_accuracy:.4f}, "
+        f"validation {result.val_accuracy:.4f}")
+  for name, path in result.files.items():
+    print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("model_dir")
+  cli.run(main)
