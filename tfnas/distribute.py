@@ -57,4 +57,11 @@ def get_strategy(name="auto", tpu_address=None):
     return tf.distribute.TPUStrategy(resolver)
   if len(devices) == 1:
     return tf.distribute.OneDeviceStrategy(devices[0])
+  if not gpus or name == "cpu":
+    # Over CPU devices MirroredStrategy defaults to collective all-reduces, and
+    # with the many all-reduces of a search step (synchronized batch norm) their
+    # instance keys got out of step between replicas ("Shape mismatch in the
+    # collective instance"). Reducing on one device avoids collectives.
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
   return tf.distribute.MirroredStrategy(devices)

@@ -69,34 +69,45 @@ class BatchNorm(keras.layers.Layer):
     self.moving_mean = keras.Variable("zeros", name="moving_mean", **stat)
     self.moving_variance = keras.Variable("ones", name="moving_variance", **stat)
 
-  def _batch_moments(self, x):
+  def _scale_offset(self, c, dtype):
+    if self.affine:
+      return self.gamma, self.beta
+    return tf.ones([c], dtype), tf.zeros([c], dtype)
+
+  def _update_moving(self, mean, unbiased_var):
+    m = self.momentum
+    self.moving_mean.assign(self.moving_mean * (1.0 - m) + tf.stop_gradient(mean) * m)
+    self.moving_variance.assign(
+        self.moving_variance * (1.0 - m) + tf.stop_gradient(unbiased_var) * m)
+
+  def call(self, x, training=False):
+    c = x.shape[-1]
+    scale, offset = self._scale_offset(c, x.dtype)
     ctx = tf.distribute.get_replica_context()
-    if self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+    if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
+      # Statistics of the global batch: all-reduce the sums over the replicas.
       count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
       total, total_sq, count = ctx.all_reduce(
           tf.distribute.ReduceOp.SUM,
           [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count])
       mean = total / count
       var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
-    else:
-      mean, var = tf.nn.moments(x, [0, 1, 2])
-      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-    return mean, var, count
-
-  def call(self, x, training=False):
+      self._update_moving(mean, var * count / tf.maximum(count - 1.0, 1.0))
+      return (x - mean) * tf.math.rsqrt(var + self.epsilon) * scale + offset
     if training:
-      mean, var, count = self._batch_moments(x)
-      unbiased = var * count / tf.maximum(count - 1.0, 1.0)
-      m = self.momentum
-      self.moving_mean.assign(self.moving_mean * (1.0 - m) + tf.stop_gradient(mean) * m)
-      self.moving_variance.assign(
-          self.moving_variance * (1.0 - m) + tf.stop_gradient(unbiased) * m)
-    else:
-      mean, var = self.moving_mean, self.moving_variance
-    y = (x - mean) * tf.math.rsqrt(var + self.epsilon)
-    if self.affine:
-      y = y * self.gamma + self.beta
-    return y
+      # One fused op (and one for its gradient) instead of about forty: the
+      # search graph has hundreds of BNs. It normalizes with the biased batch
+      # variance and returns the unbiased one, as PyTorch's running stats use.
+      # With exponential_avg_factor it also returns the updated running stats.
+      y, moving_mean, moving_var, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+          x=x, scale=scale, offset=offset, mean=self.moving_mean.value,
+          variance=self.moving_variance.value, epsilon=self.epsilon,
+          exponential_avg_factor=self.momentum, is_training=True)
+      self.moving_mean.assign(moving_mean)
+      self.moving_variance.assign(moving_var)
+      return y
+    return (x - self.moving_mean) * tf.math.rsqrt(self.moving_variance + self.epsilon) * scale \
+        + offset
 
 
 class Conv(keras.layers.Layer):

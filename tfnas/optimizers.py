@@ -6,12 +6,23 @@ schedule), and Keras' Adam applies epsilon after bias correction. These
 optimizers follow torch.optim exactly. Weight decay is *not* here: the
 original's coupled L2 decay is added to the gradients by the search step
 (after clipping, like torch.optim.SGD(weight_decay=...)).
+
+Under a tf.distribute strategy these optimizers expect gradients that are
+already summed over the replicas: the search step all-reduces them itself, so
+that it can clip the global gradient, and a second all-reduce would be waste.
 """
 import keras
 from keras import ops
 
 
-class TorchSGD(keras.optimizers.Optimizer):
+class _PreReducedGradients(keras.optimizers.Optimizer):
+  """Applies gradients as given: the caller has summed them over the replicas."""
+
+  def _all_reduce_sum_gradients(self, grads_and_vars):
+    return list(grads_and_vars)
+
+
+class TorchSGD(_PreReducedGradients):
   """torch.optim.SGD with momentum: buf = m * buf + g; w -= lr * buf."""
 
   def __init__(self, learning_rate, momentum=0.9, name="torch_sgd", **kwargs):
@@ -35,7 +46,7 @@ class TorchSGD(keras.optimizers.Optimizer):
     return {**super().get_config(), "momentum": self.momentum}
 
 
-class TorchAdam(keras.optimizers.Optimizer):
+class TorchAdam(_PreReducedGradients):
   """torch.optim.Adam: w -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)."""
 
   def __init__(self, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8, name="torch_adam",

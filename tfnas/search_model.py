@@ -151,17 +151,19 @@ class SearchNetwork(keras.Model):
                                    synchronized_bn, name=f"cell_{i}"))
       reduction_prev = reduction
       c_prev_prev, c_prev = c_prev, space.steps * c_curr
-    init = ops.torch_uniform(c_prev)
-    self.classifier = keras.layers.Dense(space.num_classes, kernel_initializer=init,
-                                         bias_initializer=init)
+    # Separate initializer objects: an unseeded Keras initializer repeats its draw.
+    self.classifier = keras.layers.Dense(space.num_classes,
+                                         kernel_initializer=ops.torch_uniform(c_prev),
+                                         bias_initializer=ops.torch_uniform(c_prev))
     shape = (space.num_edges, len(space.primitives))
-    if method.alpha_init_std > 0:
-      alpha_init = keras.initializers.RandomNormal(stddev=method.alpha_init_std)
-    else:
-      alpha_init = "zeros"
-    self.alphas_normal = self.add_weight(shape=shape, initializer=alpha_init,
+    def alpha_init():  # a new initializer per tensor, so the two draws differ
+      if method.alpha_init_std > 0:
+        return keras.initializers.RandomNormal(stddev=method.alpha_init_std)
+      return "zeros"
+
+    self.alphas_normal = self.add_weight(shape=shape, initializer=alpha_init(),
                                          name="alphas_normal")
-    self.alphas_reduce = self.add_weight(shape=shape, initializer=alpha_init,
+    self.alphas_reduce = self.add_weight(shape=shape, initializer=alpha_init(),
                                          name="alphas_reduce")
     # Set from outside the step (e.g. the noise's cosine decay per epoch).
     self.noise_scale = self.add_weight(shape=(), initializer="ones", trainable=False,

@@ -6,11 +6,12 @@ validation batch (Adam on the alphas), then a weight step on a training batch
 one tf.function through strategy.run.
 
 Distribution semantics (so that N replicas match 1 replica on the same global
-batch): per-example losses are averaged over the global batch; the weight
-gradient is summed over replicas before it is clipped; terms that depend only
-on the alphas (the zero-one loss, the alphas' weight decay) are divided by the
-replica count because the optimizer sums the replicas' gradients; batch norm
-is synchronized across replicas by default when there is more than one.
+batch): per-example losses are averaged over the global batch; gradients are
+summed over the replicas (one all-reduce per step and per variable set) before
+the weight gradient is clipped and the coupled weight decay is added; a loss
+term that depends only on the alphas (the zero-one loss) is the same on every
+replica, so it is divided by the replica count before that sum; batch norm is
+synchronized across replicas by default when there is more than one.
 """
 import dataclasses
 import json
@@ -63,6 +64,19 @@ class SearchConfig:
     for name in ("momentum", "arch_beta1", "arch_beta2"):
       if not 0 <= getattr(self, name) < 1:
         raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def _sum_over_replicas(grads, variables):
+  """The gradient of the global batch's loss, on every replica.
+
+  A variable that did not take part (alphas_normal in a network of one
+  reduction cell) gets a zero gradient.
+  """
+  grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return grads
+  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
 
 def _correct(y, logits):
@@ -128,9 +142,8 @@ class Searcher:
       if self.method.zero_one_weight > 0:
         zero_one = methods_lib.zero_one_loss(self.arch_variables, self.method.zero_one_form)
         loss += self.method.zero_one_weight * zero_one / n
-    grads = tape.gradient(loss, self.arch_variables)
-    grads = [g + self.config.arch_weight_decay * v / n
-             for g, v in zip(grads, self.arch_variables)]
+    grads = _sum_over_replicas(tape.gradient(loss, self.arch_variables), self.arch_variables)
+    grads = [g + self.config.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
     self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables))
     # Sums over the replicas are taken outside; replica-identical values are pre-divided.
     return {"val_loss_sum": tf.reduce_sum(ce), "val_correct": _correct(y, logits),
@@ -143,15 +156,15 @@ class Searcher:
       logits = self.model(x, training=True, noise_seed=noise_seed)
       ce = self._loss(y, logits)
       loss = tf.nn.compute_average_loss(ce, global_batch_size=cfg.batch_size)
-    grads = tape.gradient(loss, self.weight_variables)
-    if n > 1:  # clip the global gradient, not each replica's share
-      grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    # Clip the global gradient, not each replica's share.
+    grads = _sum_over_replicas(tape.gradient(loss, self.weight_variables),
+                               self.weight_variables)
     if cfg.grad_clip > 0:
       grads, grad_norm = tf.clip_by_global_norm(grads, cfg.grad_clip)
     else:
       grad_norm = tf.linalg.global_norm(grads)
     # Coupled L2 decay after clipping, as torch.optim.SGD(weight_decay=...) does.
-    grads = [(g + cfg.weight_decay * v) / n for g, v in zip(grads, self.weight_variables)]
+    grads = [g + cfg.weight_decay * v for g, v in zip(grads, self.weight_variables)]
     self.weight_optimizer.apply_gradients(zip(grads, self.weight_variables))
     return {"train_loss_sum": tf.reduce_sum(ce), "train_correct": _correct(y, logits),
             "grad_norm": grad_norm / n}

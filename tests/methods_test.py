@@ -1,0 +1,348 @@
+"""Tests for tfnas.methods: the zero-one loss, the skip_connect noise, the presets.
+
+Expected values follow the original FairDARTS / NoisyDARTS code (computed here
+with numpy from their formulas).
+"""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import methods
+from tfnas import search_model
+from tfnas.errors import UserInputError
+
+C = 4
+
+
+def _rand(shape, seed=0, scale=1.0, loc=0.0):
+  return (np.random.default_rng(seed).normal(size=shape) * scale + loc).astype(np.float32)
+
+
+def _sigmoid(a):
+  return 1.0 / (1.0 + np.exp(-a.astype(np.float64)))
+
+
+def _loss_and_grads(alphas, form='l2'):
+  variables = [tf.Variable(a) for a in alphas]
+  with tf.GradientTape() as tape:
+    loss = methods.zero_one_loss(variables, form=form)
+  grads = tape.gradient(loss, variables)
+  return float(loss), [np.asarray(g) for g in grads]
+
+
+def _seed(a, b):
+  return tf.constant([a, b], tf.int64)
+
+
+# ----------------------------------------------------------------------------
+# Zero-one loss.
+
+
+def test_zero_one_loss_and_gradient_are_exactly_zero_at_zero():
+  loss, grads = _loss_and_grads([np.zeros([14, 7], np.float32)] * 2)
+  assert loss == 0.0
+  for g in grads:
+    np.testing.assert_array_equal(g, 0.0)
+
+
+def test_zero_one_loss_is_mean_over_both_cell_types_together():
+  alphas = [_rand([14, 7], seed=1, scale=2.0), _rand([14, 7], seed=2, scale=2.0)]
+  loss, grads = _loss_and_grads(alphas)
+  s = _sigmoid(np.concatenate([a.ravel() for a in alphas]))
+  n = s.size
+  assert n == 2 * 14 * 7
+  assert loss == pytest.approx(-np.mean((s - 0.5) ** 2), rel=1e-5)
+  want = -(2.0 / n) * (s - 0.5) * s * (1.0 - s)
+  np.testing.assert_allclose(np.concatenate([g.ravel() for g in grads]), want, rtol=1e-4,
+                             atol=1e-9)
+
+
+def test_zero_one_loss_weights_every_alpha_equally_with_unequal_sizes():
+  # A mean of per-tensor means would weigh the small tensor's values more.
+  alphas = [_rand([14, 7], seed=3, scale=0.1), _rand([2, 7], seed=4, scale=5.0)]
+  loss, _ = _loss_and_grads(alphas)
+  s = _sigmoid(np.concatenate([a.ravel() for a in alphas]))
+  assert loss == pytest.approx(-np.mean((s - 0.5) ** 2), rel=1e-5)
+  per_tensor = np.mean([-np.mean((_sigmoid(a) - 0.5) ** 2) for a in alphas])
+  assert loss != pytest.approx(per_tensor, rel=1e-2)
+
+
+def test_zero_one_loss_range():
+  for seed in range(5):
+    alphas = [_rand([14, 7], seed=10 + seed, scale=4.0), _rand([14, 7], seed=20 + seed)]
+    loss, _ = _loss_and_grads(alphas)
+    assert -0.25 <= loss <= 0.0
+    assert loss < 0.0
+  big = np.where(_rand([14, 7], seed=30) > 0, 30.0, -30.0).astype(np.float32)
+  loss, _ = _loss_and_grads([big, -big])
+  assert loss == pytest.approx(-0.25, abs=1e-6)
+  assert loss >= -0.25
+
+
+def test_zero_one_loss_l1_form():
+  alphas = [_rand([14, 7], seed=5, scale=2.0), _rand([14, 7], seed=6, scale=2.0)]
+  loss, grads = _loss_and_grads(alphas, form='l1')
+  s = _sigmoid(np.concatenate([a.ravel() for a in alphas]))
+  assert loss == pytest.approx(-np.mean(np.abs(s - 0.5)), rel=1e-5)
+  want = -(1.0 / s.size) * np.sign(s - 0.5) * s * (1.0 - s)
+  np.testing.assert_allclose(np.concatenate([g.ravel() for g in grads]), want, rtol=1e-4,
+                             atol=1e-9)
+  l2, _ = _loss_and_grads(alphas, form='l2')
+  assert loss != pytest.approx(l2)
+
+
+# ----------------------------------------------------------------------------
+# add_noise.
+
+
+@pytest.fixture(scope='module', name='big_x')
+def _big_x():
+  return tf.constant(_rand([8, 16, 16, 8], seed=7, scale=3.0, loc=1.0))
+
+
+def test_gaussian_additive_noise_statistics(big_x):
+  cfg = methods.NoiseConfig()
+  assert (cfg.type, cfg.mixture, cfg.mean, cfg.factor) == ('gaussian', 'additive', 0.0, 0.2)
+  noise = np.asarray(methods.add_noise(big_x, cfg, _seed(1, 2))) - np.asarray(big_x)
+  std_x = np.asarray(big_x).std(ddof=1)
+  assert abs(noise.mean()) < 0.02 * std_x
+  assert noise.std() == pytest.approx(0.2 * std_x, rel=0.03)
+
+
+def test_gaussian_additive_noise_scale_follows_the_input(big_x):
+  cfg = methods.NoiseConfig()
+  small = big_x / 30.0
+  noise = np.asarray(methods.add_noise(small, cfg, _seed(1, 2))) - np.asarray(small)
+  assert noise.std() == pytest.approx(0.2 * np.asarray(small).std(), rel=0.03)
+
+
+def test_noise_gradient_is_straight_through(big_x):
+  cfg = methods.NoiseConfig()
+  with tf.GradientTape() as tape:
+    tape.watch(big_x)
+    y = tf.reduce_sum(methods.add_noise(big_x, cfg, _seed(3, 4)))
+  grad = np.asarray(tape.gradient(y, big_x))
+  np.testing.assert_array_equal(grad, 1.0)
+  # Had the x-dependent scale not been stopped, d sum(noise) / dx would not vanish.
+  with tf.GradientTape() as tape:
+    tape.watch(big_x)
+    mean = tf.reduce_mean(big_x)
+    std = tf.sqrt(tf.reduce_sum(tf.square(big_x - mean)) / (tf.cast(tf.size(big_x), tf.float32) - 1))
+    unstopped = tf.reduce_sum(big_x + tf.random.stateless_normal(tf.shape(big_x), _seed(3, 4)) * 0.2 * std)
+  assert not np.allclose(np.asarray(tape.gradient(unstopped, big_x)), 1.0)
+
+
+def test_noise_is_reproducible_per_seed(big_x):
+  cfg = methods.NoiseConfig()
+  a = np.asarray(methods.add_noise(big_x, cfg, _seed(5, 6)))
+  b = np.asarray(methods.add_noise(big_x, cfg, _seed(5, 6)))
+  c = np.asarray(methods.add_noise(big_x, cfg, _seed(5, 7)))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_uniform_noise_variance_is_the_factor_in_absolute_terms(big_x):
+  cfg = methods.NoiseConfig(type='uniform', factor=0.2)
+  noise = np.asarray(methods.add_noise(big_x, cfg, _seed(8, 9))) - np.asarray(big_x)
+  assert noise.var() == pytest.approx(0.2, rel=0.05)  # not (0.2 * std(x))^2 = 0.36
+  bound = math.sqrt(3 * 0.2)
+  assert np.abs(noise).max() <= bound + 1e-5
+  assert np.abs(noise).max() > 0.98 * bound
+  assert abs(noise.mean()) < 0.02
+
+
+def test_multiplicative_gaussian_noise_with_mean_one(big_x):
+  cfg = methods.NoiseConfig(type='gaussian', mixture='multiplicative', mean=1.0, factor=0.2)
+  x = np.asarray(big_x)
+  x = np.where(np.abs(x) < 0.1, 0.1, x).astype(np.float32)  # keep out/x well conditioned
+  ratio = np.asarray(methods.add_noise(tf.constant(x), cfg, _seed(10, 11))) / x
+  assert ratio.mean() == pytest.approx(1.0, abs=0.01)
+  assert ratio.std() == pytest.approx(0.2, rel=0.03)  # absolute, not scaled by std(x)
+
+
+def test_noise_scale(big_x):
+  cfg = methods.NoiseConfig()
+  x = np.asarray(big_x)
+  np.testing.assert_array_equal(np.asarray(methods.add_noise(big_x, cfg, _seed(1, 1), 0.0)), x)
+  full = np.asarray(methods.add_noise(big_x, cfg, _seed(1, 1))) - x
+  half = np.asarray(methods.add_noise(big_x, cfg, _seed(1, 1), 0.5)) - x
+  np.testing.assert_allclose(half, 0.5 * full, rtol=1e-3, atol=1e-5)
+
+
+def test_additive_noise_with_a_mean_is_biased(big_x):
+  cfg = methods.NoiseConfig(mean=0.5)
+  noise = np.asarray(methods.add_noise(big_x, cfg, _seed(2, 2))) - np.asarray(big_x)
+  assert noise.mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_noise_config_validation():
+  with pytest.raises(UserInputError, match='laplace'):
+    methods.NoiseConfig(type='laplace')
+  with pytest.raises(UserInputError, match='convolutive'):
+    methods.NoiseConfig(mixture='convolutive')
+  with pytest.raises(UserInputError, match='factor'):
+    methods.NoiseConfig(factor=-0.1)
+
+
+# ----------------------------------------------------------------------------
+# Noise in the network.
+
+
+def _skip_mixed_op(stride=1, primitives=('skip_connect',)):
+  return search_model.MixedOp(primitives, C, stride, noise=methods.NoiseConfig())
+
+
+def test_mixed_op_noise_only_in_training():
+  x = tf.constant(_rand([2, 8, 8, C], seed=12))
+  w = tf.constant([0.7])
+  op = _skip_mixed_op()
+  inference = np.asarray(op(x, w, training=False, noise_seed=_seed(1, 2)))
+  np.testing.assert_array_equal(inference, 0.7 * np.asarray(x))
+  training = np.asarray(op(x, w, training=True, noise_seed=_seed(1, 2)))
+  assert not np.allclose(training, 0.7 * np.asarray(x), atol=1e-3)
+  # Unseeded training draws are fresh each call.
+  a = np.asarray(op(x, w, training=True))
+  b = np.asarray(op(x, w, training=True))
+  assert not np.allclose(a, b)
+
+
+def test_mixed_op_noise_on_factorized_reduce_skip():
+  x = tf.constant(_rand([2, 8, 8, C], seed=13))
+  w = tf.constant([0.5])
+  op = _skip_mixed_op(stride=2)
+  noisy = np.asarray(op(x, w, training=True, noise_seed=_seed(3, 3)))
+  plain = 0.5 * np.asarray(op.candidates[0](x, training=True))  # BN on batch statistics
+  assert noisy.shape == plain.shape == (2, 4, 4, C)
+  assert not np.allclose(noisy, plain, atol=1e-3)
+
+
+def test_mixed_op_no_noise_on_other_ops():
+  x = tf.constant(_rand([2, 8, 8, C], seed=14))
+  w = tf.constant([0.0, 0.25, 0.75])
+  op = search_model.MixedOp(('none', 'max_pool_3x3', 'avg_pool_3x3'), C, 1,
+                            noise=methods.NoiseConfig())
+  out = np.asarray(op(x, w, training=True, noise_seed=_seed(4, 4)))
+  want = (0.25 * np.asarray(op.candidates[0](x, training=True))
+          + 0.75 * np.asarray(op.candidates[1](x, training=True)))
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_op_noise_differs_between_replicas_and_is_reproducible():
+  strategy = tf.distribute.MirroredStrategy(['CPU:0', 'CPU:1'])
+  assert strategy.num_replicas_in_sync == 2
+  x = tf.constant(_rand([2, 8, 8, C], seed=15))
+  w = tf.constant([1.0])
+  with strategy.scope():
+    op = _skip_mixed_op()
+
+  @tf.function
+  def step(seed):
+    return strategy.run(lambda: op(x, w, training=True, noise_seed=seed))
+
+  first = [np.asarray(r) for r in strategy.experimental_local_results(step(_seed(7, 8)))]
+  again = [np.asarray(r) for r in strategy.experimental_local_results(step(_seed(7, 8)))]
+  other = [np.asarray(r) for r in strategy.experimental_local_results(step(_seed(7, 9)))]
+  assert len(first) == 2
+  for r in first:
+    assert not np.allclose(r, np.asarray(x), atol=1e-3)  # noise on each replica
+  assert not np.allclose(first[0], first[1])
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(first, other):
+    assert not np.allclose(a, b)
+
+
+# ----------------------------------------------------------------------------
+# noise_decay.
+
+
+def test_noise_decay_constant_without_cosine():
+  for epoch in (0, 10, 25, 49):
+    assert methods.noise_decay(methods.NoiseConfig(), epoch, 50) == 1.0
+    assert methods.noise_decay(None, epoch, 50) == 1.0
+
+
+def test_noise_decay_cosine():
+  cfg = methods.NoiseConfig(cosine_decay=True)
+  assert methods.noise_decay(cfg, 0, 50) == pytest.approx(1.0)
+  assert methods.noise_decay(cfg, 25, 50) == pytest.approx(0.5)
+  assert methods.noise_decay(cfg, 50, 50) == pytest.approx(0.0, abs=1e-12)
+  for epoch in (1, 10, 37):
+    want = (1.0 + math.cos(math.pi * epoch / 50)) / 2.0
+    assert methods.noise_decay(cfg, epoch, 50) == pytest.approx(want)
+  assert methods.noise_decay(cfg, 10, 50) > methods.noise_decay(cfg, 11, 50)
+
+
+# ----------------------------------------------------------------------------
+# Presets and overrides.
+
+
+def test_darts_preset():
+  m = methods.get_method('darts')
+  assert m.relaxation == 'softmax'
+  assert m.alpha_init_std == 1e-3
+  assert m.zero_one_weight == 0.0
+  assert m.noise is None
+  assert m.selection_rule == 'darts'
+
+
+def test_fair_darts_preset():
+  m = methods.get_method('fair_darts')
+  assert m.relaxation == 'sigmoid'
+  assert m.alpha_init_std == 0.0
+  assert m.zero_one_weight == 10.0
+  assert m.zero_one_form == 'l2'
+  assert m.noise is None
+  assert m.selection_rule == 'threshold_sparse'
+  assert m.threshold == 0.85
+
+
+def test_noisy_darts_preset():
+  m = methods.get_method('noisy_darts')
+  assert m.relaxation == 'softmax'
+  assert m.alpha_init_std == 1e-3
+  assert m.zero_one_weight == 0.0
+  assert m.selection_rule == 'darts'
+  assert m.noise == methods.NoiseConfig(type='gaussian', mixture='additive', mean=0.0,
+                                        factor=0.2, cosine_decay=False)
+
+
+def test_overrides_replace_one_part_and_keep_the_rest():
+  base = methods.get_method('fair_darts')
+  m = methods.get_method('fair_darts', relaxation='softmax')
+  assert m.relaxation == 'softmax'
+  assert (m.alpha_init_std, m.zero_one_weight, m.selection_rule, m.threshold, m.noise) == (
+      base.alpha_init_std, base.zero_one_weight, base.selection_rule, base.threshold,
+      base.noise)
+  m = methods.get_method('darts', zero_one_weight=2.0, selection_rule=None)
+  assert m.zero_one_weight == 2.0
+  assert m.selection_rule == 'darts' and m.relaxation == 'softmax'
+  noise = methods.NoiseConfig(type='uniform', factor=0.1)
+  m = methods.get_method('darts', noise=noise)
+  assert m.noise == noise and m.alpha_init_std == 1e-3
+  # The presets themselves are untouched.
+  assert methods.get_method('fair_darts') == base
+  assert methods.get_method('darts').noise is None
+
+
+@pytest.mark.parametrize('name,overrides,what', [
+    ('enas', {}, 'enas'),
+    ('darts', {'relaxation': 'gumbel'}, 'gumbel'),
+    ('fair_darts', {'selection_rule': 'top3'}, 'top3'),
+    ('darts', {'zero_one_form': 'l3'}, 'l3'),
+    ('darts', {'threshold': 1.5}, 'threshold'),
+])
+def test_invalid_choices_raise_user_input_error(name, overrides, what):
+  with pytest.raises(UserInputError, match=what):
+    methods.get_method(name, **overrides)
+
+
+def test_relax():
+  a = _rand([5, 3], seed=16)
+  soft = np.asarray(methods.relax(tf.constant(a), 'softmax'))
+  e = np.exp(a - a.max(axis=1, keepdims=True))
+  np.testing.assert_allclose(soft, e / e.sum(axis=1, keepdims=True), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(methods.relax(tf.constant(a), 'sigmoid')), _sigmoid(a),
+                             rtol=1e-5)

@@ -1,0 +1,221 @@
+"""The bilevel search loop: which step changes what, replicas, resume, files, failures."""
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import data as data_lib
+from tfnas import distribute
+from tfnas import genotype as genotype_lib
+from tfnas import methods
+from tfnas import search_model
+from tfnas import searcher
+from tfnas.errors import UserInputError
+
+SPACE = search_model.SearchSpace(primitives=("max_pool_3x3", "skip_connect", "sep_conv_3x3"),
+                                 steps=2, layers=3, init_channels=4, num_classes=3)
+# Multi-replica graphs trace slowly on CPU: the smallest cell that still has both cell types.
+SMALL_SPACE = search_model.SearchSpace(primitives=("skip_connect", "sep_conv_3x3"), steps=1,
+                                       layers=3, init_channels=4, num_classes=3)
+CONFIG = searcher.SearchConfig(epochs=2, batch_size=16, log_every_steps=1)
+DATA_CONFIG = data_lib.DataConfig(dataset="random-test-data")  # only recorded in params.json
+
+
+def _data(n=48, seed=0):
+  rng = np.random.default_rng(seed)
+
+  def images():
+    return data_lib.ImageSet(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+                             rng.integers(0, 3, n).astype(np.int64))
+
+  return data_lib.SearchData("random", images(), images(), 3, (8, 8, 3), (0.5,) * 3,
+                             (0.25,) * 3, False)
+
+
+DATA = _data()  # 48 + 48 images: 3 steps of 16 per epoch
+
+
+def _two_cpus():
+  return distribute.get_strategy("cpu")  # CPU:0 and CPU:1 (tests/conftest.py)
+
+
+def _one_device():
+  return tf.distribute.OneDeviceStrategy("CPU:0")
+
+
+def _numpy(variable):
+  return tf.convert_to_tensor(variable.value).numpy()
+
+
+def _batch(seed):
+  rng = np.random.default_rng(seed)
+  return (tf.constant(rng.normal(size=(16, 8, 8, 3)), tf.float32),
+          tf.constant(rng.integers(0, 3, 16), tf.int64))
+
+
+@pytest.mark.parametrize("method", ["darts", "fair_darts"])
+def test_arch_step_changes_only_alphas_and_weight_step_only_weights(method):
+  s = searcher.Searcher(SPACE, methods.METHODS[method], CONFIG, _one_device(), (8, 8, 3))
+  alphas0 = [_numpy(v) for v in s.arch_variables]
+  weights0 = [_numpy(v) for v in s.weight_variables]
+
+  s.strategy.run(s.arch_step, args=_batch(1))
+  alphas1 = [_numpy(v) for v in s.arch_variables]
+  weights1 = [_numpy(v) for v in s.weight_variables]
+  assert all(np.all(a != b) for a, b in zip(alphas0, alphas1))  # every alpha moved
+  for a, b in zip(weights0, weights1):
+    np.testing.assert_array_equal(a, b)
+
+  s.strategy.run(s.weight_step, args=_batch(2))
+  for a, b in zip(alphas1, [_numpy(v) for v in s.arch_variables]):
+    np.testing.assert_array_equal(a, b)
+  changed = [not np.array_equal(a, _numpy(v)) for a, v in zip(weights1, s.weight_variables)]
+  assert all(changed), f"{changed.count(False)} weight tensors did not move"
+
+
+def test_coupled_weight_decay_and_clipping_follow_pytorch():
+  # With a zero gradient path blocked (lr, momentum known), one SGD step from a
+  # clipped gradient g plus wd * w: w1 = w0 - lr * (clip(g) + wd * w0).
+  config = searcher.SearchConfig(epochs=1, batch_size=16, grad_clip=1e-3, weight_decay=0.1,
+                                 momentum=0.9, learning_rate=0.5)
+  s = searcher.Searcher(SPACE, methods.METHODS["darts"], config, _one_device(), (8, 8, 3))
+  w0 = [_numpy(v) for v in s.weight_variables]
+  x, y = _batch(3)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(s._loss(y, s.model(x, training=True)))
+  grads = tape.gradient(loss, s.weight_variables)
+  # The model's BN statistics moved in that forward pass; the step recomputes
+  # the same gradient from the same weights (batch statistics in training mode).
+  clipped, norm = tf.clip_by_global_norm(grads, 1e-3)
+  assert float(norm) > 1e-3  # the clip is active
+  out = s.strategy.run(s.weight_step, args=(x, y))
+  np.testing.assert_allclose(float(out["grad_norm"]), float(norm), rtol=1e-5)
+  for v, w, g in zip(s.weight_variables, w0, clipped):
+    np.testing.assert_allclose(_numpy(v), w - 0.5 * (g.numpy() + 0.1 * w), rtol=1e-4, atol=1e-7)
+
+
+def _run_steps(strategy, synchronized_bn=None, steps=2):
+  config = searcher.SearchConfig(epochs=1, batch_size=16, synchronized_bn=synchronized_bn,
+                                 arch_learning_rate=3e-2)
+  s = searcher.Searcher(SMALL_SPACE, methods.METHODS["fair_darts"], config, strategy, (8, 8, 3))
+  dataset = data_lib.search_input(DATA, global_batch_size=16, seed=0, epochs=1)
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  outs = [s.train_step(iterator) for _ in range(steps)]
+  return [_numpy(v) for v in s.model.weights], outs
+
+
+def test_two_replicas_match_one_replica_on_the_same_global_batch():
+  one, outs_one = _run_steps(_one_device())
+  two, outs_two = _run_steps(_two_cpus())
+  for a, b in zip(outs_one, outs_two):
+    for key in a:
+      np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=key)
+  for a, b in zip(one, two):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # Without synchronized batch norm the replicas normalize with half-batch
+  # statistics, and the result is measurably different.
+  unsynced, _ = _run_steps(_two_cpus(),
+                           synchronized_bn=False)
+  assert max(np.max(np.abs(a - b)) for a, b in zip(one, unsynced)) > 1e-4
+
+
+def _alphas(model_dir):
+  with open(os.path.join(model_dir, "alphas.json")) as f:
+    return json.load(f)
+
+
+def test_resumed_search_equals_uninterrupted(tmp_path):
+  method = methods.METHODS["noisy_darts"]  # noise draws must resume too
+  full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+  full = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
+  # Interrupted in the middle of the second epoch (3 steps per epoch).
+  assert searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA,
+                         stop_at_step=4) is None
+  assert tf.train.latest_checkpoint(os.path.join(resumed_dir, "checkpoints")).endswith("-4")
+  resumed = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  a, b = _alphas(full_dir), _alphas(resumed_dir)
+  np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
+  np.testing.assert_allclose(a["reduce"], b["reduce"], rtol=0, atol=1e-7)
+  assert full.genotype == resumed.genotype
+  # And the alphas did move during the search (the comparison is not vacuous).
+  assert np.max(np.abs(np.array(a["normal"]))) > 1e-3
+
+
+def test_model_dir_files_and_summaries(tmp_path):
+  model_dir = str(tmp_path)
+  method = methods.METHODS["fair_darts"]
+  result = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, model_dir, _one_device(), DATA)
+
+  with open(os.path.join(model_dir, "params.json")) as f:
+    params = json.load(f)
+  assert params["search"]["batch_size"] == 16 and params["search_space"]["layers"] == 3
+  assert params["method"]["relaxation"] == "sigmoid"
+  assert params["derived"]["steps_per_epoch"] == 3 and params["derived"]["num_replicas"] == 1
+
+  alphas = _alphas(model_dir)
+  assert alphas["primitives"] == list(SPACE.primitives)
+  assert alphas["relaxation"] == "sigmoid" and alphas["steps"] == 2
+  assert np.array(alphas["normal"]).shape == (5, 3) == np.array(alphas["reduce"]).shape
+  derived = genotype_lib.derive_from_alphas_json(alphas, "threshold_sparse", 0.85)
+  assert genotype_lib.load(os.path.join(model_dir, "genotype.json")) == derived == result.genotype
+
+  def scalars(subdir):
+    values = {}
+    for path in glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for v in event.summary.value:
+          values.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
+    return values
+
+  train, val = scalars("train"), scalars("validation")
+  for tag in ("loss/cross_entropy", "accuracy", "learning_rate/weights", "learning_rate/arch"):
+    assert tag in train, tag
+  for tag in ("loss/cross_entropy", "accuracy", "loss/zero_one"):
+    assert tag in val, tag
+  lr = dict(train["learning_rate/weights"])
+  assert lr[1] == pytest.approx(searcher.cosine_learning_rate(CONFIG, 0))
+  assert lr[4] == pytest.approx(searcher.cosine_learning_rate(CONFIG, 1))
+  assert all(0 <= acc <= 1 for _, acc in train["accuracy"] + val["accuracy"])
+  # The last logged weight of every op on every edge is sigmoid(final alpha).
+  for cell in ("normal", "reduce"):
+    for e, (to, src) in enumerate(genotype_lib.edges(2)):
+      for k, op in enumerate(SPACE.primitives):
+        last = train[f"arch_weights/{cell}/node{to}/from{src}/{op}"][-1][1]
+        assert last == pytest.approx(1 / (1 + math.exp(-alphas[cell][e][k])), abs=1e-6)
+
+
+def test_a_model_dir_of_another_configuration_is_refused(tmp_path):
+  method = methods.METHODS["darts"]
+  searcher.search(SPACE, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA,
+                  stop_at_step=1)
+  with pytest.raises(UserInputError, match="search_space.layers=3, not 4"):
+    other = search_model.SearchSpace(primitives=SPACE.primitives, steps=2, layers=4,
+                                     init_channels=4, num_classes=3)
+    searcher.search(other, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA)
+
+
+def test_a_diverging_loss_stops_with_a_clear_error(tmp_path):
+  # Step 1 with an absurd learning rate blows the weights up; step 2 sees it.
+  config = searcher.SearchConfig(epochs=2, batch_size=16, learning_rate=1e30)
+  with pytest.raises(FloatingPointError, match=r"loss became (nan|inf) at step 2; the last"):
+    searcher.search(SPACE, methods.METHODS["darts"], config, DATA_CONFIG, str(tmp_path),
+                    _one_device(), DATA)
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint"))
+
+
+def test_bad_settings_are_refused(tmp_path):
+  with pytest.raises(UserInputError, match="num_classes=5 does not fit random"):
+    space = search_model.SearchSpace(primitives=SPACE.primitives, steps=2, layers=3,
+                                     init_channels=4, num_classes=5)
+    searcher.search(space, methods.METHODS["darts"], CONFIG, DATA_CONFIG, str(tmp_path),
+                    _one_device(), DATA)
+  with pytest.raises(UserInputError, match="not divisible by the 2 replicas"):
+    searcher.search(SPACE, methods.METHODS["darts"],
+                    searcher.SearchConfig(epochs=1, batch_size=15), DATA_CONFIG, str(tmp_path),
+                    _two_cpus(), DATA)
+  with pytest.raises(UserInputError, match="batch_size must be >= 1"):
+    searcher.SearchConfig(batch_size=0)
