@@ -104,7 +104,7 @@ BAD_INPUTS = {
     "too small": (["--dataset={folder}", "--image_size=6", "--train_split=train[:50%]",
                    "--val_split=train[50%:]", "--batch_size=4"],
                   "images of 6x6 do not fit 2 reductions"),
-    "model_dir": (["--model_dir=/proc/no/such/dir"], "cannot create model_dir /proc/no/such/dir"),
+    "model_dir": (["--model_dir=/proc/no/such/dir"], "cannot write to model_dir /proc/no/such/dir"),
 }
 
 

@@ -79,6 +79,11 @@ def _sum_over_replicas(grads, variables):
   return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
 
+def _synchronized_bn(config, num_replicas):
+  """Whether batch norm syncs over replicas: by default when there are several."""
+  return num_replicas > 1 if config.synchronized_bn is None else config.synchronized_bn
+
+
 def _correct(y, logits):
   return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
 
@@ -105,8 +110,7 @@ class Searcher:
     self.strategy = strategy
     self.num_replicas = strategy.num_replicas_in_sync
     space.check_image_size(image_shape[0], image_shape[1])
-    self.synchronized_bn = (self.num_replicas > 1 if config.synchronized_bn is None
-                            else config.synchronized_bn)
+    self.synchronized_bn = _synchronized_bn(config, self.num_replicas)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
       self.model = search_model.SearchNetwork(space, method, self.synchronized_bn)
@@ -214,16 +218,16 @@ class Searcher:
                                self.method.selection_rule, self.method.threshold)
 
 
-def _params(space, method, config, data_config, data, searcher):
+def _params(space, method, config, data_config, data, num_replicas):
   return {
       "search_space": dataclasses.asdict(space),
       "method": dataclasses.asdict(method),
       "search": dataclasses.asdict(config),
       "data": dataclasses.asdict(data_config),
       "derived": {
-          "num_replicas": searcher.num_replicas,
-          "per_replica_batch_size": config.batch_size // searcher.num_replicas,
-          "synchronized_bn": searcher.synchronized_bn,
+          "num_replicas": num_replicas,
+          "per_replica_batch_size": config.batch_size // num_replicas,
+          "synchronized_bn": _synchronized_bn(config, num_replicas),
           "steps_per_epoch": data_lib.steps_per_epoch(data, config.batch_size),
           "num_classes": data.num_classes,
           "image_shape": list(data.image_shape),
@@ -281,18 +285,19 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
     raise UserInputError(f"batch_size {config.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas")
   steps_per_epoch = data_lib.steps_per_epoch(data, config.batch_size)
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-  except OSError as e:
-    raise UserInputError(f"cannot create model_dir {model_dir}: {e.strerror}") from None
-  searcher = Searcher(space, method, config, strategy, data.image_shape)
-  params = _params(space, method, config, data_config, data, searcher)
+  space.check_image_size(*data.image_shape[:2])
+  params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)
   files = {name: os.path.join(model_dir, name)
            for name in ("params.json", "alphas.json", "genotype.json")}
   if os.path.exists(files["params.json"]):
     with open(files["params.json"]) as f:
       _check_same_run(json.load(f), params, model_dir)
-  _write_json(params, files["params.json"])
+  try:
+    os.makedirs(model_dir, exist_ok=True)
+    _write_json(params, files["params.json"])
+  except OSError as e:
+    raise UserInputError(f"cannot write to model_dir {model_dir}: {e.strerror}") from None
+  searcher = Searcher(space, method, config, strategy, data.image_shape)
 
   manager = tf.train.CheckpointManager(searcher.checkpoint, os.path.join(model_dir, "checkpoints"),
                                        max_to_keep=config.max_checkpoints,
