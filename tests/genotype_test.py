@@ -289,3 +289,15 @@ def test_derive_tool_bad_path(tmp_path):
   assert len(lines) == 1
   assert lines[0].startswith('error:') and 'nope.json' in lines[0]
   assert 'Traceback' not in result.stderr
+
+
+def test_live_nodes_ignore_nodes_fed_only_by_missing_nodes():
+  # FairDARTS_a's normal cell: node 3 has no input, so the cell has nodes 2, 4, 5.
+  entries = [('sep_conv_3x3', 2, 0), ('sep_conv_5x5', 2, 1), ('max_pool_3x3', 4, 0),
+             ('sep_conv_3x3', 5, 0)]
+  assert genotype.live_nodes(entries) == [2, 4, 5]
+  # Node 4 is fed only by node 3, which does not exist: it does not exist either.
+  assert genotype.live_nodes([('skip_connect', 2, 0), ('skip_connect', 4, 3)]) == [2]
+  assert genotype.live_nodes([('skip_connect', 2, 0), ('skip_connect', 3, 2),
+                              ('skip_connect', 4, 3)]) == [2, 3, 4]
+  assert genotype.live_nodes([]) == []

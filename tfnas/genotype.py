@@ -319,6 +319,20 @@ def derive_from_alphas_file(path, rule, threshold=0.85):
     raise UserInputError(f'{path}: {e}') from None
 
 
+def live_nodes(entries):
+  """The intermediate nodes that exist in a cell built from these entries.
+
+  A node exists if it has an incoming edge from an input (0 or 1) or from an
+  existing node; edges from missing nodes are ignored (Fair DARTS' rule, which
+  is the DARTS cell's too when every node has its two inputs).
+  """
+  live = {0, 1}
+  for to in sorted({to for _, to, _ in entries}):
+    if any(src in live for _, t, src in entries if t == to):
+      live.add(to)
+  return sorted(live - {0, 1})
+
+
 def count_ops(g):
   """Returns {'normal': {op: count}, 'reduce': {...}}, ops sorted by name."""
   out = {}

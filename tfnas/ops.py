@@ -122,6 +122,8 @@ class Conv(keras.layers.Layer):
     self.padding = padding
     self.dilation = dilation
     self.depthwise = depthwise
+    # Multiply-accumulates per image of the last call (see eval_model.count_macs).
+    self.macs = None
 
   def build(self, input_shape):
     c_in = input_shape[-1]
@@ -146,7 +148,16 @@ class Conv(keras.layers.Layer):
       y = tf.nn.conv2d(x, self.kernel, stride, "VALID", dilations=self.dilation)
     if subsample > 1:
       y = y[:, ::subsample, ::subsample, :]
+    self._record_macs(x.shape[-1], y.shape)
     return y
+
+  def _record_macs(self, c_in, out_shape):
+    """Sets self.macs from static shapes: the strided conv's count, as PyTorch's."""
+    h, w = out_shape[1], out_shape[2]
+    if h is None or w is None or c_in is None:
+      return
+    per_output = self.kernel_size * self.kernel_size * (1 if self.depthwise else c_in)
+    self.macs = int(h) * int(w) * per_output * self.filters
 
 
 class ReLUConvBN(Block):

@@ -1,0 +1,72 @@
+r"""Describes the evaluation network of a genotype: parameters, MACs and ops.
+
+Usage:
+  python tools/describe.py --genotype=DARTS_V2 [--network=cifar] \
+      [--init_channels=36 --layers=20 --num_classes=10 --image_size=32]
+
+--genotype is a zoo name or a genotype JSON file. Prints one JSON line:
+params (without the auxiliary head), params_with_aux, macs (one image,
+inference) and the ops the cells build, per cell type.
+"""
+import json
+import pathlib
+import sys
+
+# Lets `python tools/describe.py` work from a checkout without installing tfnas.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import flags  # noqa: E402
+
+from tfnas import cli  # noqa: E402
+from tfnas.errors import UserInputError  # noqa: E402
+
+# The network's own defaults: DARTS CIFAR and DARTS ImageNet mobile setting.
+_DEFAULTS = {
+    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32),
+    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224),
+}
+
+_GENOTYPE = flags.DEFINE_string("genotype", None, "A zoo name or a genotype JSON file.",
+                                required=True)
+_NETWORK = flags.DEFINE_enum("network", "cifar", list(_DEFAULTS),
+                             "cifar (3x3 stem) or imagenet (mobile setting, three stride-2 convs).")
+_INIT_CHANNELS = flags.DEFINE_integer("init_channels", None,
+                                      "Channels of the first cells (default 36 / 48).",
+                                      lower_bound=1)
+_LAYERS = flags.DEFINE_integer("layers", None, "Cells (default 20 / 14).", lower_bound=1)
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Classes (default 10 / 1000).",
+                                    lower_bound=2)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
+                                   "Square input size for the MACs (default 32 / 224).",
+                                   lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tfnas import zoo  # pylint: disable=g-import-not-at-top
+  g = zoo.resolve(_GENOTYPE.value)
+  # Imported only now: a bad genotype fails before TensorFlow loads.
+  from tfnas import eval_model  # pylint: disable=g-import-not-at-top
+  settings = dict(_DEFAULTS[_NETWORK.value])
+  for name, flag in (("init_channels", _INIT_CHANNELS), ("layers", _LAYERS),
+                     ("num_classes", _NUM_CLASSES), ("image_size", _IMAGE_SIZE)):
+    if flag.value is not None:
+      settings[name] = flag.value
+  size = settings.pop("image_size")
+  network = (eval_model.NetworkCIFAR if _NETWORK.value == "cifar"
+             else eval_model.NetworkImageNet)
+  model = network(g, auxiliary=True, **settings)
+  model.check_image_size(size, size)  # before the slow build
+  macs = eval_model.count_macs(model, (size, size))
+  print(json.dumps({
+      "genotype": _GENOTYPE.value,
+      "params": eval_model.count_params(model, include_aux=False),
+      "params_with_aux": eval_model.count_params(model, include_aux=True),
+      "macs": macs,
+      "ops": eval_model.built_op_counts(g),
+  }))
+
+
+if __name__ == "__main__":
+  cli.run(main)
