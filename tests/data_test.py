@@ -497,3 +497,34 @@ def test_network_probe_is_bounded():
   result = data._network_problem()
   assert result is None or result.startswith("no network")
   assert time.monotonic() - start < data._PROBE_TIMEOUT_S + 1
+
+
+def test_cutout_zeroes_one_clipped_square_per_image():
+  rng = np.random.default_rng(0)
+  images = data.ImageSet(rng.integers(1, 256, (16, 12, 12, 3), dtype=np.uint8),
+                         np.zeros(16, np.int64))
+  kwargs = dict(global_batch_size=16, seed=3, stream=0, epochs=1, steps_per_epoch=1,
+                normalize=False)
+  plain = next(iter(data.batches(images, (0.5,) * 3, (0.25,) * 3, **kwargs)))[0].numpy()
+  cut = next(iter(data.batches(images, (0.5,) * 3, (0.25,) * 3, cutout=4, **kwargs)))[0].numpy()
+  zero = np.all(cut == 0, axis=-1)
+  assert not np.any(np.all(plain == 0, axis=-1))  # no zero pixel before cutout
+  for mask in zero:
+    rows, cols = np.nonzero(mask)
+    assert 1 <= mask.sum() <= 16  # a 4x4 square, smaller where clipped at the border
+    assert mask.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+  np.testing.assert_array_equal(cut[~zero], plain[~zero])
+  assert (zero.sum(axis=(1, 2)) == 16).sum() >= 4  # most squares lie fully inside
+  again = next(iter(data.batches(images, (0.5,) * 3, (0.25,) * 3, cutout=4, **kwargs)))[0]
+  np.testing.assert_array_equal(cut, again.numpy())
+
+
+def test_evaluation_batches_cover_every_image_once_in_order():
+  rng = np.random.default_rng(1)
+  images = data.ImageSet(rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8),
+                         np.arange(10, dtype=np.int64))
+  batches = list(data.evaluation_batches(images, (0.5,) * 3, (0.25,) * 3, batch_size=4))
+  assert [len(y) for _, y in batches] == [4, 4, 2]
+  np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.arange(10))
+  x = np.concatenate([x for x, _ in batches])
+  np.testing.assert_allclose((x * 0.25 + 0.5) * 255, images.images, atol=1e-3)

@@ -123,6 +123,13 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch():
   assert max(np.max(np.abs(a - b)) for a, b in zip(one, unsynced)) > 1e-4
 
 
+def _checkpoint_values(model_dir):
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(model_dir,
+                                                                            "checkpoints")))
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+
+
 def _alphas(model_dir):
   with open(os.path.join(model_dir, "alphas.json")) as f:
     return json.load(f)
@@ -141,6 +148,12 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
   np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
   np.testing.assert_allclose(a["reduce"], b["reduce"], rtol=0, atol=1e-7)
   assert full.genotype == resumed.genotype
+  # Every saved tensor agrees: weights, batch-norm statistics, optimizer slots.
+  a_ckpt, b_ckpt = _checkpoint_values(full_dir), _checkpoint_values(resumed_dir)
+  assert a_ckpt.keys() == b_ckpt.keys()
+  assert sum("moving_variance" in k for k in a_ckpt) >= 40  # the cells' BNs are saved too
+  for key in a_ckpt:
+    np.testing.assert_allclose(a_ckpt[key], b_ckpt[key], rtol=1e-5, atol=1e-6, err_msg=key)
   # And the alphas did move during the search (the comparison is not vacuous).
   assert np.max(np.abs(np.array(a["normal"]))) > 1e-3
 

@@ -183,13 +183,15 @@ def batches(images: ImageSet, mean, std, *, global_batch_size: int, seed: int,
             stream: int, epochs: int,
             steps_per_epoch: int,  # pylint: disable=redefined-outer-name
             start_step: int = 0, augment: bool = False,
-            normalize: bool = True) -> tf.data.Dataset:
+            normalize: bool = True, cutout: int = 0) -> tf.data.Dataset:
   """Global batches (x float32 [B, H, W, 3], y int64 [B]) from start_step on.
 
   Epoch e uses the first steps_per_epoch * B entries of a stateless
   permutation keyed by (seed, stream, e); augmentation is keyed by (seed,
   stream, e, step in epoch). Starting at start_step=k therefore yields exactly
-  batches k, k+1, ... of a run started at 0.
+  batches k, k+1, ... of a run started at 0. `cutout` > 0 zeroes a square of
+  that side around a random pixel (clipped at the border) after normalization,
+  as the original evaluation training does.
   """
   _check_int("global_batch_size", global_batch_size, minimum=1)
   _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
@@ -237,6 +239,9 @@ def batches(images: ImageSet, mean, std, *, global_batch_size: int, seed: int,
     x = tf.cast(x, tf.float32) / 255.0
     if normalize:
       x = (x - tf.constant(mean)) / tf.constant(std)
+    if cutout:
+      batch_key = _fold_in(_fold_in(augment_key, epoch), step_in_epoch)
+      x = _cutout(x, _fold_in(batch_key, 2), cutout, height, width)
     return x, y
 
   first_epoch = start_step // steps_per_epoch
@@ -264,6 +269,30 @@ def _crop_and_flip(x, key, height, width):
                   offsets[:, 1:] + tf.range(width)[tf.newaxis])
   x = tf.gather(padded, rows, axis=1, batch_dims=1)
   return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
+def _cutout(x, key, length, height, width):
+  """Zeroes a length x length square centred on a uniform random pixel per image."""
+  centre = tf.random.stateless_uniform([tf.shape(x)[0], 2], seed=key, minval=0,
+                                       maxval=tf.int32.max, dtype=tf.int32, alg=_RNG_ALG)
+  cy = centre[:, 0] % height
+  cx = centre[:, 1] % width
+  rows = tf.range(height)[tf.newaxis]
+  cols = tf.range(width)[tf.newaxis]
+  in_rows = (rows >= (cy - length // 2)[:, tf.newaxis]) & (rows < (cy + length - length // 2)[:, tf.newaxis])
+  in_cols = (cols >= (cx - length // 2)[:, tf.newaxis]) & (cols < (cx + length - length // 2)[:, tf.newaxis])
+  hole = in_rows[:, :, tf.newaxis] & in_cols[:, tf.newaxis, :]
+  return x * tf.cast(~hole, x.dtype)[..., tf.newaxis]
+
+
+def evaluation_batches(images: ImageSet, mean, std, batch_size: int) -> tf.data.Dataset:
+  """Every image once, in order, normalized, no augmentation; the last batch may be short."""
+  _check_int("batch_size", batch_size, minimum=1)
+  mean = tf.constant(_channel_triple("mean", mean))
+  std = tf.constant(_channel_triple("std", std))
+  ds = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).batch(batch_size)
+  return ds.map(lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, y)).prefetch(
+      tf.data.AUTOTUNE)
 
 
 def _fold_in(key, data):

@@ -168,7 +168,7 @@ def _classifier(num_classes, fan_in):
                             bias_initializer=ops.torch_uniform(fan_in))
 
 
-class _Network(keras.Model):
+class _Network(ops.ListsInCheckpoints, keras.Model):
   """What both evaluation networks share: the cell stack, aux head and drop path."""
 
   def _make_cells(self, genotype, layers, c_prev_prev, c_prev, c, reduction_prev, drop_path):

@@ -30,7 +30,27 @@ def _pad(x, pad, value=0.0):
   return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
 
 
-class Block(keras.layers.Layer):
+class ListsInCheckpoints:
+  """Puts the layers a Keras layer keeps in lists into its tf.train.Checkpoint.
+
+  Keras 3.15 gives TF's checkpoints only a layer's direct attributes: layers in
+  a list (the cells, a mixed op's candidates) and their batch-norm statistics
+  were missing from checkpoints. Each list item becomes a child '<list>-<i>'.
+  """
+
+  def _trackable_children(self, save_type="checkpoint", **kwargs):
+    children = super()._trackable_children(save_type, **kwargs)
+    if save_type == "checkpoint":
+      for attr in getattr(self, "_tracked", ()):
+        value = getattr(self, attr, None)
+        if isinstance(value, list):
+          for i, item in enumerate(value):
+            if isinstance(item, tf.__internal__.tracking.Trackable):
+              children[f"{attr}-{i}"] = item
+    return children
+
+
+class Block(ListsInCheckpoints, keras.layers.Layer):
   """A layer made of other layers that build themselves on their first call.
 
   Without a build() of its own, Keras would build such a layer by tracing its

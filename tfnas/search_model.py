@@ -124,7 +124,7 @@ class SearchCell(ops.Block):
     return tf.concat(states[2:], axis=-1)
 
 
-class SearchNetwork(keras.Model):
+class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
   """The supernet. `arch_variables` are the alphas, one tensor per cell type.
 
   The alphas are tracked Keras weights shared by every cell of their type; the

@@ -29,6 +29,7 @@ from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
 from tfnas import optimizers
 from tfnas import search_model
+from tfnas import training
 from tfnas.errors import UserInputError
 
 
@@ -66,40 +67,15 @@ class SearchConfig:
         raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
-def _sum_over_replicas(grads, variables):
-  """The gradient of the global batch's loss, on every replica.
-
-  A variable that did not take part (alphas_normal in a network of one
-  reduction cell) gets a zero gradient.
-  """
-  grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return grads
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+def cosine_learning_rate(config, epoch):
+  """The weights' learning rate in an epoch: cosine from learning_rate to learning_rate_min."""
+  return training.cosine_learning_rate(config.learning_rate, config.learning_rate_min, epoch,
+                                       config.epochs)
 
 
 def _synchronized_bn(config, num_replicas):
   """Whether batch norm syncs over replicas: by default when there are several."""
   return num_replicas > 1 if config.synchronized_bn is None else config.synchronized_bn
-
-
-def _correct(y, logits):
-  return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32))
-
-
-def cosine_learning_rate(config, epoch):
-  """The weights' learning rate in an epoch: cosine from learning_rate to learning_rate_min."""
-  return config.learning_rate_min + 0.5 * (config.learning_rate - config.learning_rate_min) * (
-      1.0 + math.cos(math.pi * epoch / config.epochs))
-
-
-def _write_json(obj, path):
-  """Writes JSON atomically, so a reader never sees half a file."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 class Searcher:
@@ -146,11 +122,12 @@ class Searcher:
       if self.method.zero_one_weight > 0:
         zero_one = methods_lib.zero_one_loss(self.arch_variables, self.method.zero_one_form)
         loss += self.method.zero_one_weight * zero_one / n
-    grads = _sum_over_replicas(tape.gradient(loss, self.arch_variables), self.arch_variables)
+    grads = training.sum_over_replicas(tape.gradient(loss, self.arch_variables),
+                                       self.arch_variables)
     grads = [g + self.config.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
     self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables))
     # Sums over the replicas are taken outside; replica-identical values are pre-divided.
-    return {"val_loss_sum": tf.reduce_sum(ce), "val_correct": _correct(y, logits),
+    return {"val_loss_sum": tf.reduce_sum(ce), "val_correct": training.correct(y, logits),
             "zero_one_loss": zero_one / n}
 
   def weight_step(self, x, y, noise_seed=None):
@@ -161,16 +138,9 @@ class Searcher:
       ce = self._loss(y, logits)
       loss = tf.nn.compute_average_loss(ce, global_batch_size=cfg.batch_size)
     # Clip the global gradient, not each replica's share.
-    grads = _sum_over_replicas(tape.gradient(loss, self.weight_variables),
-                               self.weight_variables)
-    if cfg.grad_clip > 0:
-      grads, grad_norm = tf.clip_by_global_norm(grads, cfg.grad_clip)
-    else:
-      grad_norm = tf.linalg.global_norm(grads)
-    # Coupled L2 decay after clipping, as torch.optim.SGD(weight_decay=...) does.
-    grads = [g + cfg.weight_decay * v for g, v in zip(grads, self.weight_variables)]
-    self.weight_optimizer.apply_gradients(zip(grads, self.weight_variables))
-    return {"train_loss_sum": tf.reduce_sum(ce), "train_correct": _correct(y, logits),
+    grad_norm = training.sgd_update(self.weight_optimizer, loss, tape, self.weight_variables,
+                                    cfg.grad_clip, cfg.weight_decay)
+    return {"train_loss_sum": tf.reduce_sum(ce), "train_correct": training.correct(y, logits),
             "grad_norm": grad_norm / n}
 
   def _replica_step(self, train_batch, val_batch):
@@ -244,19 +214,6 @@ _RESUMABLE_CHANGES = {("search", "epochs"), ("search", "log_every_steps"),
                       ("search", "max_checkpoints")}
 
 
-def _check_same_run(old, new, model_dir):
-  """Refuses to mix a model_dir with a run of another configuration."""
-  for section in ("search_space", "method", "search", "data"):
-    for key in sorted(set(old.get(section, {})) | set(new[section])):
-      if (section, key) in _RESUMABLE_CHANGES:
-        continue
-      a, b = old.get(section, {}).get(key), json.loads(json.dumps(new[section].get(key)))
-      if a != b:
-        raise UserInputError(
-            f"{model_dir} holds a search with {section}.{key}={a!r}, not {b!r}: "
-            f"use another --model_dir, or the same settings to resume")
-
-
 @dataclasses.dataclass
 class SearchResult:
   genotype: genotype_lib.Genotype
@@ -289,14 +246,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)
   files = {name: os.path.join(model_dir, name)
            for name in ("params.json", "alphas.json", "genotype.json")}
-  if os.path.exists(files["params.json"]):
-    with open(files["params.json"]) as f:
-      _check_same_run(json.load(f), params, model_dir)
-  try:
-    os.makedirs(model_dir, exist_ok=True)
-    _write_json(params, files["params.json"])
-  except OSError as e:
-    raise UserInputError(f"cannot write to model_dir {model_dir}: {e.strerror}") from None
+  training.prepare_model_dir(model_dir, params, _RESUMABLE_CHANGES, "search")
   searcher = Searcher(space, method, config, strategy, data.image_shape)
 
   manager = tf.train.CheckpointManager(searcher.checkpoint, os.path.join(model_dir, "checkpoints"),
@@ -343,7 +293,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
     searcher.epoch.assign(epoch + 1)
     manager.save(checkpoint_number=searcher.global_step)
     genotype = searcher.genotype()
-    _write_json(searcher.alphas_json(), files["alphas.json"])
+    training.write_json(searcher.alphas_json(), files["alphas.json"])
     genotype_lib.save(genotype, files["genotype.json"])
     _write_epoch_summaries(writers, searcher, epoch + 1)
     logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
@@ -353,7 +303,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   if start_step >= total_steps:  # nothing left to run: report the finished search
     logging.info("The search in %s is already complete", model_dir)
   genotype = searcher.genotype()
-  _write_json(searcher.alphas_json(), files["alphas.json"])
+  training.write_json(searcher.alphas_json(), files["alphas.json"])
   genotype_lib.save(genotype, files["genotype.json"])
   files["checkpoints"] = os.path.dirname(manager.latest_checkpoint or model_dir + "/")
   files["tensorboard"] = model_dir
@@ -393,17 +343,13 @@ class _Totals:
             f"{self.images_per_second():.1f} img/s")
 
 
-def _value(variable):
-  """A scalar variable's value as a float (also for a mirrored one)."""
-  return float(tf.convert_to_tensor(variable.value if hasattr(variable, "value") else variable))
-
-
 def _write_step_summaries(writers, totals, searcher, step):
   with writers["train"].as_default(step=step):
     tf.summary.scalar("loss/cross_entropy", totals.loss("train"))
     tf.summary.scalar("accuracy", totals.accuracy("train"))
-    tf.summary.scalar("learning_rate/weights", _value(searcher.weight_optimizer.learning_rate))
-    tf.summary.scalar("learning_rate/arch", _value(searcher.arch_optimizer.learning_rate))
+    tf.summary.scalar("learning_rate/weights",
+                      training.scalar(searcher.weight_optimizer.learning_rate))
+    tf.summary.scalar("learning_rate/arch", training.scalar(searcher.arch_optimizer.learning_rate))
     tf.summary.scalar("grad_norm", totals.mean("grad_norm"))
     tf.summary.scalar("images_per_second", totals.images_per_second())
   with writers["validation"].as_default(step=step):
@@ -412,7 +358,7 @@ def _write_step_summaries(writers, totals, searcher, step):
     if searcher.method.zero_one_weight > 0:
       tf.summary.scalar("loss/zero_one", totals.mean("zero_one_loss"))
     if searcher.method.noise is not None:
-      tf.summary.scalar("noise_scale", _value(searcher.model.noise_scale))
+      tf.summary.scalar("noise_scale", training.scalar(searcher.model.noise_scale))
 
 
 def _write_epoch_summaries(writers, searcher, epoch):

@@ -1,0 +1,134 @@
+"""Training a genotype from scratch: the protocol's schedules, resume, files, and the tool."""
+import glob
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import data as data_lib
+from tfnas import trainer
+from tfnas import zoo
+from tfnas.errors import UserInputError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA_CONFIG = data_lib.DataConfig(dataset="random-test-data")  # only recorded in params.json
+
+
+def _data(size=32, n=32, seed=0):
+  rng = np.random.default_rng(seed)
+
+  def images(count):
+    return data_lib.ImageSet(rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8),
+                             rng.integers(0, 3, count).astype(np.int64))
+
+  return data_lib.SearchData("random", images(n), images(10), 3, (size, size, 3), (0.5,) * 3,
+                             (0.25,) * 3, True)
+
+
+# 32x32 images keep the auxiliary head; 4 steps of 8 per epoch.
+DATA = _data()
+CONFIG = trainer.TrainConfig(init_channels=4, layers=3, epochs=2, batch_size=8, cutout=8,
+                             log_every_steps=1)
+
+
+def _one_device():
+  return tf.distribute.OneDeviceStrategy("CPU:0")
+
+
+def _checkpoint_values(model_dir):
+  path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+  reader = tf.train.load_checkpoint(path)
+  return {k: reader.get_tensor(k) for k in sorted(reader.get_variable_to_shape_map())
+          if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+  genotype = zoo.get("DARTS_V2")
+  full = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "full"), _one_device(), DATA)
+  assert trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"), _one_device(),
+                       DATA, stop_at_step=6) is None  # in the middle of epoch 2
+  resumed = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"),
+                          _one_device(), DATA)
+  assert resumed["final_test_accuracy"] == full["final_test_accuracy"]
+  a, b = _checkpoint_values(tmp_path / "full"), _checkpoint_values(tmp_path / "resumed")
+  assert a.keys() == b.keys() and len(a) > 100  # weights, BN statistics, optimizer slots
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_files_schedules_and_counts(tmp_path):
+  genotype = zoo.get("FairDARTS_a")
+  config = trainer.TrainConfig(init_channels=4, layers=3, epochs=2, batch_size=8,
+                               drop_path="node", log_every_steps=1)
+  result = trainer.train(genotype, config, DATA_CONFIG, str(tmp_path), _one_device(), DATA)
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f) == json.loads(json.dumps(result))
+  assert result["epochs_done"] == 2 and set(result["history"]) == {"1", "2"}
+  assert 0 <= result["final_test_accuracy"] <= 1
+  assert result["params_with_aux"] > result["params"] > 0
+  with open(tmp_path / "params.json") as f:
+    params = json.load(f)
+  assert params["network"] == {"kind": "cifar", "init_channels": 4, "layers": 3,
+                               "num_classes": 3, "auxiliary": True, "drop_path": "node",
+                               "image_shape": [32, 32, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+  assert params["genotype"]["normal_concat"] == [2, 4, 5]
+
+  def scalars(tag):
+    values = []
+    for path in glob.glob(str(tmp_path / "train" / "events.out.tfevents.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        values += [(event.step, float(tf.make_ndarray(v.tensor)))
+                   for v in event.summary.value if v.tag == tag]
+    return [v for _, v in sorted(values)]
+
+  # Drop path ramps linearly from 0 (0.2 * epoch / epochs); lr is cosine from 0.025 to 0.
+  assert scalars("drop_path_prob") == pytest.approx([0.0, 0.1])
+  assert scalars("learning_rate") == pytest.approx([0.025, 0.0125])
+
+
+def test_drop_path_granularity_follows_the_cell_style():
+  assert trainer.drop_path_granularity(zoo.get("DARTS_V2")) == "op"
+  assert trainer.drop_path_granularity(zoo.get("FairDARTS_a")) == "node"  # node 3 is missing
+
+
+def test_bad_settings_are_refused(tmp_path):
+  with pytest.raises(UserInputError, match="too small for the auxiliary head"):
+    trainer.train(zoo.get("DARTS_V2"), CONFIG, DATA_CONFIG, str(tmp_path), _one_device(),
+                  _data(size=8))
+  with pytest.raises(UserInputError, match="batch_size 64 is larger than the training split"):
+    trainer.train(zoo.get("DARTS_V2"), trainer.TrainConfig(batch_size=64), DATA_CONFIG,
+                  str(tmp_path), _one_device(), DATA)
+  with pytest.raises(UserInputError, match="drop_path_prob must be in"):
+    trainer.TrainConfig(drop_path_prob=1.5)
+
+
+def _run_train(*args):
+  return subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=900)
+
+
+def test_train_tool_end_to_end_on_digits(tmp_path):
+  args = ["--flagfile=flags/train_cifar10.flags", "--genotype=DARTS_V2", "--dataset=digits",
+          "--train_split=train[:64]", "--test_split=train[1700:]", "--init_channels=4",
+          "--layers=3", "--epochs=1", "--batch_size=32", "--auxiliary_weight=0",
+          "--cutout=2", f"--model_dir={tmp_path}"]
+  result = _run_train(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "final test accuracy" in result.stdout
+  with open(tmp_path / "eval.json") as f:
+    assert json.load(f)["epochs_done"] == 1
+  with open(tmp_path / "params.json") as f:
+    train_params = json.load(f)["train"]
+  assert train_params["weight_decay"] == 3e-4 and train_params["learning_rate"] == 0.025
+  assert train_params["drop_path"] == "op"  # auto, for a DARTS cell
+
+  bad = _run_train(*args[:-1], "--genotype=NoSuchCell", f"--model_dir={tmp_path}/bad")
+  assert bad.returncode == 2 and "Traceback" not in bad.stderr
+  assert "error: genotype 'NoSuchCell' is neither a zoo name nor an existing file" in bad.stderr
+  small = _run_train(*args[:-1], "--auxiliary_weight=0.4", f"--model_dir={tmp_path}/small")
+  assert small.returncode == 2 and "too small for the auxiliary head" in small.stderr

@@ -1,0 +1,241 @@
+"""Training a discovered cell from scratch, with the original evaluation protocol.
+
+quark0/darts cnn/train.py: SGD momentum 0.9, coupled weight decay 3e-4, lr 0.025
+cosine to 0 (stepped per epoch), gradient clipping at 5, batch 96, 600 epochs,
+the auxiliary head's loss weighted 0.4, drop path ramping linearly to 0.2,
+cutout 16, the whole training split, evaluation on the test split.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from tfnas import data as data_lib
+from tfnas import eval_model
+from tfnas import genotype as genotype_lib
+from tfnas import optimizers
+from tfnas import training
+from tfnas.errors import UserInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The network and the optimization (defaults: the original CIFAR-10 protocol)."""
+  init_channels: int = 36
+  layers: int = 20
+  auxiliary_weight: float = 0.4      # 0: no auxiliary head
+  drop_path_prob: float = 0.2        # reached at the last epoch, from 0
+  drop_path: str = "op"              # "op" (DARTS cells) or "node" (Fair DARTS cells)
+  epochs: int = 600
+  batch_size: int = 96               # global
+  learning_rate: float = 0.025
+  learning_rate_min: float = 0.0
+  momentum: float = 0.9
+  weight_decay: float = 3e-4
+  grad_clip: float = 5.0
+  cutout: int = 16                   # 0: off
+  seed: int = 0
+  log_every_steps: int = 100
+  max_checkpoints: int = 3
+
+  def __post_init__(self):
+    for name in ("init_channels", "layers", "epochs", "batch_size", "log_every_steps",
+                 "max_checkpoints"):
+      if getattr(self, name) < 1:
+        raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("auxiliary_weight", "learning_rate_min", "weight_decay", "grad_clip", "cutout"):
+      if getattr(self, name) < 0:
+        raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if not 0 <= self.drop_path_prob < 1:
+      raise UserInputError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
+    if not self.learning_rate > 0:
+      raise UserInputError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.drop_path not in ("op", "node"):
+      raise UserInputError(f"drop_path must be 'op' or 'node', got {self.drop_path!r}")
+
+
+def drop_path_granularity(genotype):
+  """'op' for DARTS-rule cells (two inputs on every node), 'node' otherwise (Fair DARTS)."""
+  for entries in (genotype.normal, genotype.reduce):
+    nodes = {to for _, to, _ in entries}
+    if any(sum(1 for _, to, _ in entries if to == n) != 2 for n in nodes) or len(
+        genotype_lib.live_nodes(entries)) != len(nodes):
+      return "node"
+  return "op"
+
+
+def _evaluate(eval_step, strategy, data, batch_size):
+  """Test loss and accuracy in inference mode over the whole split."""
+  total_loss = total_correct = 0.0
+  dataset = data_lib.evaluation_batches(data.val, data.mean, data.std, batch_size)
+  for x, y in strategy.experimental_distribute_dataset(dataset):
+    loss, right = strategy.run(eval_step, args=(x, y))
+    total_loss += float(strategy.reduce("SUM", loss, axis=None))
+    total_correct += float(strategy.reduce("SUM", right, axis=None))
+  return total_loss / len(data.val), total_correct / len(data.val)
+
+
+_RESUMABLE = {("train", "epochs"), ("train", "log_every_steps"), ("train", "max_checkpoints")}
+
+
+def train(genotype, config, data_config, model_dir, strategy=None, data=None,
+          stop_at_step=None):
+  """Trains (or resumes training of) the network of `genotype` in model_dir.
+
+  model_dir receives params.json, checkpoints/ (network, optimizer, step,
+  epoch; every epoch), TensorBoard events in train/ and validation/, and
+  eval.json with the final and best test accuracy. Returns eval.json's dict,
+  or None when stopped early by `stop_at_step`.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  data = data or data_lib.load_search_data(data_config)
+  n = strategy.num_replicas_in_sync
+  if config.batch_size % n:
+    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the {n} replicas")
+  steps_per_epoch = len(data.train) // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserInputError(f"batch_size {config.batch_size} is larger than the training split "
+                         f"({len(data.train)} images)")
+  auxiliary = config.auxiliary_weight > 0
+  network_params = {
+      "kind": "cifar", "init_channels": config.init_channels, "layers": config.layers,
+      "num_classes": data.num_classes, "auxiliary": auxiliary, "drop_path": config.drop_path,
+      "image_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std)}
+  params = {"genotype": genotype_lib.to_json(genotype), "network": network_params,
+            "train": dataclasses.asdict(config), "data": dataclasses.asdict(data_config),
+            "derived": {"num_replicas": n, "steps_per_epoch": steps_per_epoch,
+                        "train_examples": len(data.train), "test_examples": len(data.val),
+                        "tensorflow": tf.__version__, "keras": keras.__version__}}
+  keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    network = eval_model.NetworkCIFAR(genotype, config.init_channels, config.layers,
+                                      data.num_classes, auxiliary=auxiliary,
+                                      drop_path=config.drop_path)
+    network.check_image_size(*data.image_shape[:2])
+    training.prepare_model_dir(model_dir, params, _RESUMABLE, "training")
+    network(tf.zeros([1, *data.image_shape]))
+    variables = network.trainable_variables
+    optimizer = optimizers.TorchSGD(config.learning_rate, config.momentum)
+    optimizer.build(variables)
+    global_step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False,
+                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=global_step,
+                                   epoch=epoch_var)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
+                                       max_to_keep=config.max_checkpoints,
+                                       step_counter=global_step)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("Resuming from %s", manager.latest_checkpoint)
+  counts = {"params": eval_model.count_params(network, include_aux=False),
+            "params_with_aux": eval_model.count_params(network, include_aux=True)}
+  logging.info("Training %s: %d params (%d with the auxiliary head), %d epochs x %d steps",
+               json.dumps(params["genotype"]), counts["params"], counts["params_with_aux"],
+               config.epochs, steps_per_epoch)
+
+  loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+  def replica_step(x, y):
+    seed = tf.stack([tf.constant(config.seed, tf.int64), global_step.read_value()])
+    with tf.GradientTape() as tape:
+      out = network(x, training=True, seed=seed)
+      logits, aux_logits = out if auxiliary else (out, None)
+      ce = loss_fn(y, logits)
+      loss = tf.nn.compute_average_loss(ce, global_batch_size=config.batch_size)
+      if auxiliary:
+        loss += config.auxiliary_weight * tf.nn.compute_average_loss(
+            loss_fn(y, aux_logits), global_batch_size=config.batch_size)
+    training.sgd_update(optimizer, loss, tape, variables, config.grad_clip, config.weight_decay)
+    return tf.reduce_sum(ce), training.correct(y, logits)
+
+  # Traced once for full batches and once for the short last one.
+  @tf.function(reduce_retracing=True)
+  def eval_step(x, y):
+    logits = network(x, training=False)
+    return tf.reduce_sum(loss_fn(y, logits)), training.correct(y, logits)
+
+  @tf.function
+  def train_step(iterator):
+    loss, right = strategy.run(replica_step, args=next(iterator))
+    global_step.assign_add(1)
+    return (strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", right, axis=None))
+
+  start_step = int(global_step.numpy())
+  dataset = data_lib.batches(data.train, data.mean, data.std,
+                             global_batch_size=config.batch_size, seed=config.seed, stream=0,
+                             epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                             start_step=start_step, augment=data.augment, cutout=config.cutout)
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
+             for name in ("train", "validation")}
+  eval_path = os.path.join(model_dir, "eval.json")
+  history = {}
+  if os.path.exists(eval_path):
+    with open(eval_path) as f:
+      history = json.load(f).get("history", {})
+  for epoch in range(start_step // steps_per_epoch, config.epochs):
+    optimizer.learning_rate.assign(training.cosine_learning_rate(
+        config.learning_rate, config.learning_rate_min, epoch, config.epochs))
+    network.drop_path_prob.assign(config.drop_path_prob * epoch / config.epochs)
+    loss_sum = right_sum = examples = 0.0
+    start = time.perf_counter()
+    for step_in_epoch in range(max(start_step - epoch * steps_per_epoch, 0), steps_per_epoch):
+      loss, right = (float(t) for t in train_step(iterator))
+      if not math.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss} at step {int(global_step.numpy())}; "
+                                 f"the last checkpoint in {model_dir} is kept")
+      loss_sum, right_sum, examples = loss_sum + loss, right_sum + right, examples + (
+          config.batch_size)
+      step = int(global_step.numpy())
+      if step == stop_at_step:
+        manager.save(checkpoint_number=global_step)
+        return None
+      if step % config.log_every_steps == 0:
+        logging.info("epoch %d/%d step %d/%d | loss %.4f acc %.4f | %.1f img/s", epoch + 1,
+                     config.epochs, step_in_epoch + 1, steps_per_epoch, loss_sum / examples,
+                     right_sum / examples, examples / (time.perf_counter() - start))
+    test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
+    epoch_var.assign(epoch + 1)
+    manager.save(checkpoint_number=global_step)
+    step = int(global_step.numpy())
+    train_loss, train_accuracy = loss_sum / max(examples, 1), right_sum / max(examples, 1)
+    with writers["train"].as_default(step=step):
+      tf.summary.scalar("loss/cross_entropy", train_loss)
+      tf.summary.scalar("accuracy", train_accuracy)
+      tf.summary.scalar("learning_rate", training.scalar(optimizer.learning_rate))
+      tf.summary.scalar("drop_path_prob", training.scalar(network.drop_path_prob))
+    with writers["validation"].as_default(step=step):
+      tf.summary.scalar("loss/cross_entropy", test_loss)
+      tf.summary.scalar("accuracy", test_accuracy)
+    history[str(epoch + 1)] = {"train_loss": train_loss, "train_accuracy": train_accuracy,
+                               "test_loss": test_loss, "test_accuracy": test_accuracy}
+    training.write_json(_eval_summary(history, counts, genotype), eval_path)
+    logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
+                 epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
+  for w in writers.values():
+    w.flush()
+  summary = _eval_summary(history, counts, genotype)
+  training.write_json(summary, eval_path)
+  return summary
+
+
+def _eval_summary(history, counts, genotype):
+  """eval.json: the final and the best test accuracy (DARTS reports the final one)."""
+  epochs = sorted(history, key=int)
+  best = max(epochs, key=lambda e: history[e]["test_accuracy"]) if epochs else None
+  return {
+      "genotype": genotype_lib.to_json(genotype),
+      **counts,
+      "epochs_done": int(epochs[-1]) if epochs else 0,
+      "final_test_accuracy": history[epochs[-1]]["test_accuracy"] if epochs else None,
+      "best_test_accuracy": history[best]["test_accuracy"] if best else None,
+      "best_epoch": int(best) if best else None,
+      "history": history,
+  }

@@ -1,0 +1,96 @@
+r"""Trains a cell from scratch with the original evaluation protocol.
+
+  python tools/train.py --flagfile=flags/train_cifar10.flags --genotype=DARTS_V2 --model_dir=DIR
+
+--genotype takes a zoo name (DARTS_V2, FairDARTS_a, ...) or a genotype JSON file
+(e.g. a search's genotype.json). Running again with the same --model_dir resumes.
+"""
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import flags  # noqa: E402
+
+from tfnas import cli  # noqa: E402
+from tfnas.errors import UserInputError  # noqa: E402
+
+_GENOTYPE = flags.DEFINE_string("genotype", None, "Zoo name or genotype JSON file.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
+# Data.
+_DATASET = flags.DEFINE_string("dataset", "cifar10",
+                               "A TFDS name, 'digits', or a folder of images (one subfolder "
+                               "per class).")
+_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split to train on.")
+_TEST_SPLIT = flags.DEFINE_string("test_split", "test", "Split to evaluate on every epoch.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
+_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let TFDS download a missing dataset.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image size for folder datasets.",
+                                   lower_bound=1)
+# Network.
+_INIT_CHANNELS = flags.DEFINE_integer("init_channels", 36, "Channels of the first cells.")
+_LAYERS = flags.DEFINE_integer("layers", 20, "Cells.")
+_AUXILIARY_WEIGHT = flags.DEFINE_float("auxiliary_weight", 0.4,
+                                       "Weight of the auxiliary head's loss (0: no head).")
+_DROP_PATH_PROB = flags.DEFINE_float("drop_path_prob", 0.2,
+                                     "Drop path probability at the last epoch (linear from 0).")
+_DROP_PATH = flags.DEFINE_enum(
+    "drop_path", "auto", ["auto", "op", "node"],
+    "Drop path per op except identity (DARTS cells) or per node (Fair DARTS cells); auto: "
+    "node for FairDARTS_* zoo cells and for cells whose nodes do not all have two inputs.")
+# Optimization.
+_EPOCHS = flags.DEFINE_integer("epochs", 600, "Epochs.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 96, "Global batch.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.025, "Initial learning rate.")
+_LEARNING_RATE_MIN = flags.DEFINE_float("learning_rate_min", 0.0, "Final learning rate.")
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 3e-4, "Coupled L2 weight decay.")
+_GRAD_CLIP = flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip.")
+_CUTOUT = flags.DEFINE_integer("cutout", 16, "Cutout square side (0: off).")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_LOG_EVERY = flags.DEFINE_integer("log_every_steps", 100, "Steps between log lines.",
+                                  lower_bound=1)
+# Runtime.
+_STRATEGY = flags.DEFINE_enum(
+    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu", "multi_worker",
+                                      "tpu"], "As in tools/search.py.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices.",
+                                    lower_bound=1)
+_TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tfnas import distribute
+  distribute.configure_cpu_devices(_CPU_DEVICES.value)
+  from tfnas import data as data_lib
+  from tfnas import trainer
+  from tfnas import zoo
+
+  genotype = zoo.resolve(_GENOTYPE.value)
+  drop_path = _DROP_PATH.value
+  if drop_path == "auto":
+    fair_name = _GENOTYPE.value.startswith("FairDARTS_") and _GENOTYPE.value in zoo.NAMES
+    drop_path = "node" if fair_name else trainer.drop_path_granularity(genotype)
+  config = trainer.TrainConfig(
+      init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
+      auxiliary_weight=_AUXILIARY_WEIGHT.value, drop_path_prob=_DROP_PATH_PROB.value,
+      drop_path=drop_path, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
+      learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
+      momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
+      cutout=_CUTOUT.value, seed=_SEED.value, log_every_steps=_LOG_EVERY.value)
+  data_config = data_lib.DataConfig(
+      dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
+      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
+  strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
+  result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy)
+  print(f"final test accuracy {result['final_test_accuracy']:.4f} "
+        f"(best {result['best_test_accuracy']:.4f} at epoch {result['best_epoch']}); "
+        f"{result['params']} params")
+  print(f"eval.json: {pathlib.Path(_MODEL_DIR.value) / 'eval.json'}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["genotype", "model_dir"])
+  cli.run(main)
