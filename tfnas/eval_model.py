@@ -365,3 +365,18 @@ def built_op_counts(genotype):
       counts[op] = counts.get(op, 0) + 1
     out[cell] = dict(sorted(counts.items()))
   return out
+
+
+def figures(network, genotype, image_shape):
+  """What describe.py prints and export.py stores: params, params_with_aux, macs, ops.
+
+  `network` is built by this call if needed (one inference pass on a zero image).
+  """
+  network.check_image_size(image_shape[0], image_shape[1])
+  macs = count_macs(network, image_shape)
+  return {
+      "params": count_params(network, include_aux=False),
+      "params_with_aux": count_params(network, include_aux=True),
+      "macs": macs,
+      "ops": built_op_counts(genotype),
+  }

@@ -57,15 +57,8 @@ def main(argv):
   network = (eval_model.NetworkCIFAR if _NETWORK.value == "cifar"
              else eval_model.NetworkImageNet)
   model = network(g, auxiliary=True, **settings)
-  model.check_image_size(size, size)  # before the slow build
-  macs = eval_model.count_macs(model, (size, size))
-  print(json.dumps({
-      "genotype": _GENOTYPE.value,
-      "params": eval_model.count_params(model, include_aux=False),
-      "params_with_aux": eval_model.count_params(model, include_aux=True),
-      "macs": macs,
-      "ops": eval_model.built_op_counts(g),
-  }))
+  print(json.dumps({"genotype": _GENOTYPE.value,
+                    **eval_model.figures(model, g, (size, size))}))
 
 
 if __name__ == "__main__":
