@@ -1,0 +1,39 @@
+"""tools/benchmark.py: it times the library's own search step and reports consistent figures."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_tool_reports_the_real_step():
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--method=fair_darts",
+       "--init_channels=4", "--layers=3", "--nodes=2", "--batch_size=8", "--image_size=8",
+       "--steps=3"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.splitlines()[-1])
+  assert out["impl"] == "tfnas" and out["replicas"] == 1 and out["peak_gpu_mb"] is None
+  assert out["first_step_s"] > out["step_s"] > 0  # the first step includes building the graph
+  assert out["images_per_s"] == pytest.approx(8 / out["step_s"], rel=1e-2)
+  assert out["peak_rss_mb"] > 100  # TensorFlow alone takes more
+
+  # The step it times is the library's search network: same weight count.
+  from tfnas import genotype, methods, search_model
+  space = search_model.SearchSpace(primitives=genotype.FAIR_PRIMITIVES, steps=2, layers=3,
+                                   init_channels=4)
+  network = search_model.SearchNetwork(space, methods.METHODS["fair_darts"])
+  network(np.zeros([1, 8, 8, 3], np.float32))
+  assert out["params"] == sum(int(np.prod(v.shape)) for v in network.weight_variables)
+
+
+def test_benchmark_tool_rejects_an_image_size_the_network_cannot_reduce():
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--image_size=6", "--layers=3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "error: images of 6x6 do not fit 2 reductions" in result.stderr

@@ -1,0 +1,60 @@
+r"""Times the library's search step; prints one JSON line.
+
+  python tools/benchmark.py --method=fair_darts --init_channels=16 --layers=8 \
+      --batch_size=32 --image_size=32 --steps=5
+
+Compare with the PyTorch peer in the same run (see README, Performance).
+"""
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import flags  # noqa: E402
+
+from tfnas import cli  # noqa: E402
+from tfnas.errors import UserInputError  # noqa: E402
+
+_METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noisy_darts"],
+                            "Search method (its op set: 8 ops for darts, 7 otherwise).")
+_INIT_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Channels.", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("layers", 8, "Cells.", lower_bound=1)
+_NODES = flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch.", lower_bound=1)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the first one.", lower_bound=1)
+_STRATEGY = flags.DEFINE_enum(
+    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu"],
+    "As in tools/search.py.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
+                                    lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tfnas import distribute
+  distribute.configure_cpu_devices(_CPU_DEVICES.value)
+  from tfnas import benchmark
+  from tfnas import genotype
+  from tfnas import methods
+  from tfnas import search_model
+  from tfnas import searcher
+
+  primitives = genotype.PRIMITIVES if _METHOD.value == "darts" else genotype.FAIR_PRIMITIVES
+  space = search_model.SearchSpace(primitives=primitives, steps=_NODES.value,
+                                   layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
+  space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
+  config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value)
+  strategy = distribute.get_strategy(_STRATEGY.value)
+  result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
+                                           _IMAGE_SIZE.value, _STEPS.value, strategy)
+  print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
+                    "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
+                    "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
+                    **result}))
+
+
+if __name__ == "__main__":
+  cli.run(main)
