@@ -1,11 +1,12 @@
 """The bilevel search loop: which step changes what, replicas, resume, files, failures."""
 import glob
 import json
-import math
 import os
+import re
 
 import numpy as np
 import pytest
+from tensorboard.plugins.custom_scalar import layout_pb2
 import tensorflow as tf
 
 from tfnas import data as data_lib
@@ -14,6 +15,7 @@ from tfnas import genotype as genotype_lib
 from tfnas import methods
 from tfnas import search_model
 from tfnas import searcher
+from tfnas import summaries
 from tfnas.errors import UserInputError
 
 SPACE = search_model.SearchSpace(primitives=("max_pool_3x3", "skip_connect", "sep_conv_3x3"),
@@ -135,6 +137,25 @@ def _alphas(model_dir):
     return json.load(f)
 
 
+def _summaries(model_dir, subdir):
+  """{tag: [(step, value)]} from a run's event files: floats, images, text, the layout."""
+  values = {}
+  for path in glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        plugin = v.metadata.plugin_data.plugin_name
+        if plugin == "images":
+          value = tf.io.decode_png(tf.make_ndarray(v.tensor)[2]).numpy()
+        elif plugin == "text":
+          value = tf.make_ndarray(v.tensor).item().decode()
+        elif plugin == "custom_scalars":
+          value = layout_pb2.Layout.FromString(tf.make_ndarray(v.tensor).item())
+        else:
+          value = float(tf.make_ndarray(v.tensor))
+        values.setdefault(v.tag, []).append((event.step, value))
+  return values
+
+
 def test_resumed_search_equals_uninterrupted(tmp_path):
   method = methods.METHODS["noisy_darts"]  # noise draws must resume too
   full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
@@ -176,16 +197,9 @@ def test_model_dir_files_and_summaries(tmp_path):
   derived = genotype_lib.derive_from_alphas_json(alphas, "threshold_sparse", 0.85)
   assert genotype_lib.load(os.path.join(model_dir, "genotype.json")) == derived == result.genotype
 
-  def scalars(subdir):
-    values = {}
-    for path in glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*")):
-      for event in tf.compat.v1.train.summary_iterator(path):
-        for v in event.summary.value:
-          values.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
-    return values
-
-  train, val = scalars("train"), scalars("validation")
-  for tag in ("loss/cross_entropy", "accuracy", "learning_rate/weights", "learning_rate/arch"):
+  train, val = _summaries(model_dir, "train"), _summaries(model_dir, "validation")
+  for tag in ("loss/cross_entropy", "accuracy", "learning_rate/weights", "learning_rate/arch",
+              "images_per_second", "steps_per_second", "grad_norm"):
     assert tag in train, tag
   for tag in ("loss/cross_entropy", "accuracy", "loss/zero_one"):
     assert tag in val, tag
@@ -193,12 +207,37 @@ def test_model_dir_files_and_summaries(tmp_path):
   assert lr[1] == pytest.approx(searcher.cosine_learning_rate(CONFIG, 0))
   assert lr[4] == pytest.approx(searcher.cosine_learning_rate(CONFIG, 1))
   assert all(0 <= acc <= 1 for _, acc in train["accuracy"] + val["accuracy"])
+  assert all(v > 0 for _, v in train["steps_per_second"] + train["images_per_second"])
   # The last logged weight of every op on every edge is sigmoid(final alpha).
+  weights = {c: 1 / (1 + np.exp(-np.array(alphas[c]))) for c in ("normal", "reduce")}
   for cell in ("normal", "reduce"):
     for e, (to, src) in enumerate(genotype_lib.edges(2)):
       for k, op in enumerate(SPACE.primitives):
         last = train[f"arch_weights/{cell}/node{to}/from{src}/{op}"][-1][1]
-        assert last == pytest.approx(1 / (1 + math.exp(-alphas[cell][e][k])), abs=1e-6)
+        assert last == pytest.approx(weights[cell][e, k], abs=1e-6)
+    # A heatmap per cell type every epoch (steps 3 and 6), the last one of the final weights.
+    assert [step for step, _ in train[f"arch_weights/{cell}"]] == [3, 6]
+    np.testing.assert_array_equal(train[f"arch_weights/{cell}"][-1][1],
+                                  summaries.heatmap(weights[cell]))
+    picture = train[f"cells/{cell}"][-1][1]  # the drawn cell of the current genotype
+    assert picture.ndim == 3 and picture.shape[0] > 20 and picture.shape[1] > 20
+    assert train[f"genotype/skip_connect_{cell}"][-1][1] == sum(
+        op == "skip_connect" for op, _, _ in getattr(result.genotype, cell))
+  assert train["arch/undecided_fraction"][-1][1] == pytest.approx(np.mean(
+      [(w > 0.15) & (w < 0.85) for c in ("normal", "reduce") for w in weights[c].ravel()]))
+  assert json.loads(train["genotype"][-1][1].strip("`")) == genotype_lib.to_json(result.genotype)
+  # Custom Scalars: one chart per cell type and node, holding exactly that node's weights.
+  layout = train["custom_scalars__config__"][0][1]
+  charts = {c.title.split(":")[0]: c.multiline.tag[0] for cat in layout.category
+            for c in cat.chart}
+  assert sorted(charts) == ["normal cell, node 2", "normal cell, node 3", "reduce cell, node 2",
+                            "reduce cell, node 3"]
+  for title, pattern in charts.items():
+    cell, node = title.split(" cell, node ")
+    matched = {t for t in train if re.search(pattern, t)}
+    assert matched == {t for t in train if t.startswith(f"arch_weights/{cell}/node{node}/")}
+    assert len(matched) == 3 * int(node)  # node n has n incoming edges, 3 ops each
+  assert "noise_scale" not in val  # Fair DARTS has no noise
 
 
 def test_a_model_dir_of_another_configuration_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""The one error type for bad user input."""
+"""The error types the tools turn into one line and an exit status."""
 
 
 class UserInputError(ValueError):
@@ -7,4 +7,12 @@ class UserInputError(ValueError):
   The message is one line that names the problem (and, where it helps, how to
   fix it). The tools print it as `error: <message>` and exit with status 2,
   without a traceback.
+  """
+
+
+class RunError(RuntimeError):
+  """A run that cannot go on: a full disk, an unreadable set of checkpoints.
+
+  One line, like UserInputError; the tools exit with status 1 and what was
+  already written stays.
   """

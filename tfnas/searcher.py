@@ -21,15 +21,19 @@ import time
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
+from tfnas import checkpointing
 from tfnas import data as data_lib
+from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
 from tfnas import optimizers
+from tfnas import progress as progress_lib
 from tfnas import search_model
+from tfnas import summaries
 from tfnas import training
+from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
 
@@ -48,9 +52,12 @@ class SearchConfig:
   arch_beta2: float = 0.999
   arch_weight_decay: float = 1e-3
   seed: int = 2
+  deterministic: bool = False          # TF op determinism (slower; same result every run)
   synchronized_bn: bool | None = None  # None: on when there is more than one replica
   log_every_steps: int = 50
   max_checkpoints: int = 3
+  checkpoint_every_steps: int = 0      # 0: off; a checkpoint is also written every epoch
+  checkpoint_every_secs: float = 600.0  # 0: off
 
   def __post_init__(self):
     for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
@@ -59,7 +66,8 @@ class SearchConfig:
     for name in ("learning_rate", "arch_learning_rate"):
       if not getattr(self, name) > 0:
         raise UserInputError(f"{name} must be > 0, got {getattr(self, name)}")
-    for name in ("learning_rate_min", "weight_decay", "arch_weight_decay", "grad_clip"):
+    for name in ("learning_rate_min", "weight_decay", "arch_weight_decay", "grad_clip",
+                 "checkpoint_every_steps", "checkpoint_every_secs"):
       if getattr(self, name) < 0:
         raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
     for name in ("momentum", "arch_beta1", "arch_beta2"):
@@ -211,7 +219,8 @@ def _params(space, method, config, data_config, data, num_replicas):
 
 # Settings that may change when a run resumes; everything else must match.
 _RESUMABLE_CHANGES = {("search", "epochs"), ("search", "log_every_steps"),
-                      ("search", "max_checkpoints")}
+                      ("search", "max_checkpoints"), ("search", "checkpoint_every_steps"),
+                      ("search", "checkpoint_every_secs")}
 
 
 @dataclasses.dataclass
@@ -224,14 +233,19 @@ class SearchResult:
 
 
 def search(space, method, config, data_config, model_dir, strategy=None, data=None,
-           stop_at_step=None):
+           stop_at_step=None, stop_request=None, progress=None):
   """Runs (or resumes) a search in model_dir and returns its result.
 
   model_dir receives params.json, alphas.json and genotype.json (rewritten
-  after every epoch), checkpoints, and TensorBoard events in train/ and
-  validation/. Running again with the same model_dir resumes from the last
-  checkpoint. `stop_at_step` ends the run early (with a checkpoint) after that
-  global step, as an interruption would.
+  after every epoch), checkpoints (every epoch and at the config's interval),
+  and TensorBoard events in train/ and validation/. Running again with the
+  same model_dir resumes from the last readable checkpoint.
+
+  `stop_request` (a checkpointing.StopRequest, set by a signal handler) makes
+  the run write a checkpoint after the step in flight and raise
+  checkpointing.Stopped. `stop_at_step` ends the run early (with a checkpoint)
+  after that global step and returns None, as an interruption would.
+  `progress` reports the steps (default: a progress.Progress on stderr).
   """
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
@@ -247,22 +261,31 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   files = {name: os.path.join(model_dir, name)
            for name in ("params.json", "alphas.json", "genotype.json")}
   training.prepare_model_dir(model_dir, params, _RESUMABLE_CHANGES, "search")
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   searcher = Searcher(space, method, config, strategy, data.image_shape)
 
-  manager = tf.train.CheckpointManager(searcher.checkpoint, os.path.join(model_dir, "checkpoints"),
-                                       max_to_keep=config.max_checkpoints,
-                                       step_counter=searcher.global_step)
-  if manager.latest_checkpoint:
-    searcher.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resuming from %s at step %d", manager.latest_checkpoint,
-                 int(searcher.global_step.numpy()))
+  checkpoints = checkpointing.Checkpointer(
+      searcher.checkpoint, os.path.join(model_dir, "checkpoints"), searcher.global_step,
+      config.max_checkpoints, config.checkpoint_every_steps, config.checkpoint_every_secs,
+      variables=searcher.model.weights)
+  restored = checkpoints.restore()
+  if restored:
+    logging.info("Resuming from %s at step %d", restored, int(searcher.global_step.numpy()))
   start_step = int(searcher.global_step.numpy())
   total_steps = config.epochs * steps_per_epoch
   writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
              for name in ("train", "validation")}
+  arch_summaries = summaries.ArchSummaries(space.primitives, space.steps, method.relaxation)
+  if start_step == 0:
+    with writers["train"].as_default():
+      summaries.write_layout(space.steps)
   logging.info("Search: %d epochs x %d steps, global batch %d on %d replica(s), %s",
                config.epochs, steps_per_epoch, config.batch_size, searcher.num_replicas,
                json.dumps(params["method"]))
+  # Each step reads a training and a validation batch.
+  progress = progress or progress_lib.Progress(config.epochs, steps_per_epoch,
+                                               config.log_every_steps, 2 * config.batch_size)
 
   dataset = data_lib.search_input(data, global_batch_size=config.batch_size, seed=config.seed,
                                   epochs=config.epochs, start_step=start_step)
@@ -270,6 +293,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   epoch_totals = None
   for epoch in range(start_step // steps_per_epoch, config.epochs):
     searcher.set_epoch_schedules(epoch)
+    progress.begin_epoch(epoch)
     epoch_totals = _Totals()
     window = _Totals()
     first = max(start_step - epoch * steps_per_epoch, 0)
@@ -282,34 +306,52 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
       epoch_totals.add(out, config.batch_size)
       window.add(out, config.batch_size)
       step = int(searcher.global_step.numpy())
+      progress.step(step_in_epoch, step, epoch_totals.fields())
       if step == stop_at_step:
-        manager.save(checkpoint_number=searcher.global_step)
+        checkpoints.save()
+        progress.end_epoch()
         return None
-      if step % config.log_every_steps == 0 or step_in_epoch + 1 == steps_per_epoch:
-        logging.info("epoch %d/%d step %d/%d | %s", epoch + 1, config.epochs, step_in_epoch + 1,
-                     steps_per_epoch, window.line())
+      last = step_in_epoch + 1 == steps_per_epoch
+      if step % config.log_every_steps == 0 or last:
         _write_step_summaries(writers, window, searcher, step)
         window = _Totals()
+      if not last:  # the epoch's end writes its own checkpoint and files first
+        checkpoints.after_step(stop_request)
+    progress.end_epoch()
     searcher.epoch.assign(epoch + 1)
-    manager.save(checkpoint_number=searcher.global_step)
+    checkpoints.save()
     genotype = searcher.genotype()
     training.write_json(searcher.alphas_json(), files["alphas.json"])
     genotype_lib.save(genotype, files["genotype.json"])
-    _write_epoch_summaries(writers, searcher, epoch + 1)
+    _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
     logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
                  epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
-  for w in writers.values():
-    w.flush()
+    checkpoints.after_step(stop_request)
+  _flush(writers)
   if start_step >= total_steps:  # nothing left to run: report the finished search
     logging.info("The search in %s is already complete", model_dir)
   genotype = searcher.genotype()
   training.write_json(searcher.alphas_json(), files["alphas.json"])
   genotype_lib.save(genotype, files["genotype.json"])
-  files["checkpoints"] = os.path.dirname(manager.latest_checkpoint or model_dir + "/")
+  files["checkpoints"] = os.path.dirname(checkpoints.manager.latest_checkpoint or model_dir + "/")
   files["tensorboard"] = model_dir
   totals = epoch_totals or _Totals()
   return SearchResult(genotype, totals.accuracy("train"), totals.accuracy("val"), model_dir,
                       files)
+
+
+def derived_network_figures(genotype, num_classes, image_shape, init_channels=36, layers=20):
+  """Params and MACs of the genotype's evaluation network (DARTS CIFAR: C=36, 20 cells).
+
+  Returns eval_model.figures' dict, or {"error": why} when the genotype builds no network
+  (e.g. a Fair DARTS genotype with no edge over the threshold).
+  """
+  try:
+    network = eval_model.NetworkCIFAR(genotype, init_channels, layers, num_classes,
+                                      auxiliary=True)
+    return eval_model.figures(network, genotype, image_shape[:2])
+  except UserInputError as e:
+    return {"error": str(e)}
 
 
 class _Totals:
@@ -333,14 +375,29 @@ class _Totals:
   def mean(self, key):
     return self.sums.get(key, math.nan) / max(self.steps, 1)
 
+  def seconds(self):
+    return max(time.perf_counter() - self.start, 1e-9)
+
   def images_per_second(self):
     # Each step reads one training and one validation batch.
-    return 2 * self.examples / max(time.perf_counter() - self.start, 1e-9)
+    return 2 * self.examples / self.seconds()
+
+  def fields(self):
+    return {"loss/weights": f"{self.loss('train'):.4f}", "acc": f"{self.accuracy('train'):.4f}",
+            "loss/arch": f"{self.loss('val'):.4f}", "val_acc": f"{self.accuracy('val'):.4f}"}
 
   def line(self):
     return (f"loss/weights {self.loss('train'):.4f} acc {self.accuracy('train'):.4f} | "
             f"loss/arch {self.loss('val'):.4f} acc {self.accuracy('val'):.4f} | "
             f"{self.images_per_second():.1f} img/s")
+
+
+def _flush(writers):
+  try:
+    for w in writers.values():
+      w.flush()
+  except (OSError, tf.errors.OpError) as e:
+    raise RunError(f"cannot write TensorBoard events: {str(e).splitlines()[0]}") from None
 
 
 def _write_step_summaries(writers, totals, searcher, step):
@@ -352,6 +409,7 @@ def _write_step_summaries(writers, totals, searcher, step):
     tf.summary.scalar("learning_rate/arch", training.scalar(searcher.arch_optimizer.learning_rate))
     tf.summary.scalar("grad_norm", totals.mean("grad_norm"))
     tf.summary.scalar("images_per_second", totals.images_per_second())
+    tf.summary.scalar("steps_per_second", totals.steps / totals.seconds())
   with writers["validation"].as_default(step=step):
     tf.summary.scalar("loss/cross_entropy", totals.loss("val"))
     tf.summary.scalar("accuracy", totals.accuracy("val"))
@@ -361,14 +419,10 @@ def _write_step_summaries(writers, totals, searcher, step):
       tf.summary.scalar("noise_scale", training.scalar(searcher.model.noise_scale))
 
 
-def _write_epoch_summaries(writers, searcher, epoch):
-  """The weight of every op on every edge, as arch_weights/<cell>/node<to>/<from>/<op>."""
+def _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch):
   step = int(searcher.global_step.numpy())
-  edges = genotype_lib.edges(searcher.space.steps)
+  weights = dict(zip(summaries.CELLS, (w.numpy() for w in searcher.model.arch_weights())))
   with writers["train"].as_default(step=step):
     tf.summary.scalar("epoch", epoch)
-    for cell, weights in zip(("normal", "reduce"), searcher.model.arch_weights()):
-      weights = np.asarray(weights)
-      for e, (to, src) in enumerate(edges):
-        for k, op in enumerate(searcher.space.primitives):
-          tf.summary.scalar(f"arch_weights/{cell}/node{to}/from{src}/{op}", weights[e, k])
+    arch_summaries.write(step, weights, genotype)
+  _flush(writers)

@@ -15,10 +15,12 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from tfnas import checkpointing
 from tfnas import data as data_lib
 from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import optimizers
+from tfnas import progress as progress_lib
 from tfnas import training
 from tfnas.errors import UserInputError
 
@@ -40,15 +42,19 @@ class TrainConfig:
   grad_clip: float = 5.0
   cutout: int = 16                   # 0: off
   seed: int = 0
+  deterministic: bool = False        # TF op determinism
   log_every_steps: int = 100
   max_checkpoints: int = 3
+  checkpoint_every_steps: int = 0    # 0: off; a checkpoint is also written every epoch
+  checkpoint_every_secs: float = 600.0  # 0: off
 
   def __post_init__(self):
     for name in ("init_channels", "layers", "epochs", "batch_size", "log_every_steps",
                  "max_checkpoints"):
       if getattr(self, name) < 1:
         raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("auxiliary_weight", "learning_rate_min", "weight_decay", "grad_clip", "cutout"):
+    for name in ("auxiliary_weight", "learning_rate_min", "weight_decay", "grad_clip", "cutout",
+                 "checkpoint_every_steps", "checkpoint_every_secs"):
       if getattr(self, name) < 0:
         raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)}")
     if not 0 <= self.drop_path_prob < 1:
@@ -80,17 +86,19 @@ def _evaluate(eval_step, strategy, data, batch_size):
   return total_loss / len(data.val), total_correct / len(data.val)
 
 
-_RESUMABLE = {("train", "epochs"), ("train", "log_every_steps"), ("train", "max_checkpoints")}
+_RESUMABLE = {("train", "epochs"), ("train", "log_every_steps"), ("train", "max_checkpoints"),
+              ("train", "checkpoint_every_steps"), ("train", "checkpoint_every_secs")}
 
 
 def train(genotype, config, data_config, model_dir, strategy=None, data=None,
-          stop_at_step=None):
+          stop_at_step=None, stop_request=None, progress=None):
   """Trains (or resumes training of) the network of `genotype` in model_dir.
 
   model_dir receives params.json, checkpoints/ (network, optimizer, step,
-  epoch; every epoch), TensorBoard events in train/ and validation/, and
-  eval.json with the final and best test accuracy. Returns eval.json's dict,
-  or None when stopped early by `stop_at_step`.
+  epoch; every epoch and at the config's interval), TensorBoard events in
+  train/ and validation/, and eval.json with the final and best test accuracy.
+  Returns eval.json's dict, or None when stopped early
+  by `stop_at_step`. `stop_request` and `progress` as in searcher.search.
   """
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
@@ -112,6 +120,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
                         "train_examples": len(data.train), "test_examples": len(data.val),
                         "tensorflow": tf.__version__, "keras": keras.__version__}}
   keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   with strategy.scope():
     network = eval_model.NetworkCIFAR(genotype, config.init_channels, config.layers,
                                       data.num_classes, auxiliary=auxiliary,
@@ -128,12 +138,12 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
   checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=global_step,
                                    epoch=epoch_var)
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
-                                       max_to_keep=config.max_checkpoints,
-                                       step_counter=global_step)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("Resuming from %s", manager.latest_checkpoint)
+  checkpoints = checkpointing.Checkpointer(
+      checkpoint, os.path.join(model_dir, "checkpoints"), global_step, config.max_checkpoints,
+      config.checkpoint_every_steps, config.checkpoint_every_secs, variables=network.weights)
+  restored = checkpoints.restore()
+  if restored:
+    logging.info("Resuming from %s", restored)
   counts = {"params": eval_model.count_params(network, include_aux=False),
             "params_with_aux": eval_model.count_params(network, include_aux=True)}
   logging.info("Training %s: %d params (%d with the auxiliary head), %d epochs x %d steps",
@@ -180,10 +190,13 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   if os.path.exists(eval_path):
     with open(eval_path) as f:
       history = json.load(f).get("history", {})
+  progress = progress or progress_lib.Progress(config.epochs, steps_per_epoch,
+                                               config.log_every_steps, config.batch_size)
   for epoch in range(start_step // steps_per_epoch, config.epochs):
     optimizer.learning_rate.assign(training.cosine_learning_rate(
         config.learning_rate, config.learning_rate_min, epoch, config.epochs))
     network.drop_path_prob.assign(config.drop_path_prob * epoch / config.epochs)
+    progress.begin_epoch(epoch)
     loss_sum = right_sum = examples = 0.0
     start = time.perf_counter()
     for step_in_epoch in range(max(start_step - epoch * steps_per_epoch, 0), steps_per_epoch):
@@ -194,16 +207,19 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
       loss_sum, right_sum, examples = loss_sum + loss, right_sum + right, examples + (
           config.batch_size)
       step = int(global_step.numpy())
+      progress.step(step_in_epoch, step, {"loss": f"{loss_sum / examples:.4f}",
+                                          "acc": f"{right_sum / examples:.4f}"})
       if step == stop_at_step:
-        manager.save(checkpoint_number=global_step)
+        checkpoints.save()
+        progress.end_epoch()
         return None
-      if step % config.log_every_steps == 0:
-        logging.info("epoch %d/%d step %d/%d | loss %.4f acc %.4f | %.1f img/s", epoch + 1,
-                     config.epochs, step_in_epoch + 1, steps_per_epoch, loss_sum / examples,
-                     right_sum / examples, examples / (time.perf_counter() - start))
+      if step_in_epoch + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
+        checkpoints.after_step(stop_request)
+    progress.end_epoch()
+    seconds = time.perf_counter() - start
     test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
     epoch_var.assign(epoch + 1)
-    manager.save(checkpoint_number=global_step)
+    checkpoints.save()
     step = int(global_step.numpy())
     train_loss, train_accuracy = loss_sum / max(examples, 1), right_sum / max(examples, 1)
     with writers["train"].as_default(step=step):
@@ -211,6 +227,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
       tf.summary.scalar("accuracy", train_accuracy)
       tf.summary.scalar("learning_rate", training.scalar(optimizer.learning_rate))
       tf.summary.scalar("drop_path_prob", training.scalar(network.drop_path_prob))
+      tf.summary.scalar("images_per_second", examples / seconds)
+      tf.summary.scalar("steps_per_second", examples / config.batch_size / seconds)
     with writers["validation"].as_default(step=step):
       tf.summary.scalar("loss/cross_entropy", test_loss)
       tf.summary.scalar("accuracy", test_accuracy)
@@ -219,6 +237,7 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
     training.write_json(_eval_summary(history, counts, genotype), eval_path)
     logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
                  epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
+    checkpoints.after_step(stop_request)
   for w in writers.values():
     w.flush()
   summary = _eval_summary(history, counts, genotype)

@@ -6,6 +6,7 @@ import os
 
 import tensorflow as tf
 
+from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
 
@@ -56,9 +57,12 @@ def cosine_learning_rate(initial, final, epoch, epochs):
 def write_json(obj, path):
   """Writes JSON atomically, so a reader never sees half a file."""
   tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise RunError(f"cannot write {path}: {e.strerror}") from None
 
 
 def prepare_model_dir(model_dir, params, resumable, what):
@@ -84,7 +88,10 @@ def prepare_model_dir(model_dir, params, resumable, what):
               f"use another --model_dir, or the same settings to resume")
   try:
     os.makedirs(model_dir, exist_ok=True)
-    write_json(params, path)
   except OSError as e:
     raise UserInputError(f"cannot write to model_dir {model_dir}: {e.strerror}") from None
+  try:
+    write_json(params, path)
+  except RunError as e:
+    raise UserInputError(str(e)) from None
   return path

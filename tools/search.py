@@ -9,6 +9,7 @@ import dataclasses
 import json
 import pathlib
 import sys
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -86,6 +87,10 @@ _ARCH_BETA1 = flags.DEFINE_float("arch_beta1", 0.5, "Adam beta1 of the alphas.")
 _ARCH_BETA2 = flags.DEFINE_float("arch_beta2", 0.999, "Adam beta2 of the alphas.")
 _ARCH_WEIGHT_DECAY = flags.DEFINE_float("arch_weight_decay", 1e-3, "Coupled L2 decay of alphas.")
 _SEED = flags.DEFINE_integer("seed", 2, "Random seed.")
+_DETERMINISTIC = flags.DEFINE_boolean(
+    "deterministic", False,
+    "TensorFlow op determinism: the same seed gives the same result on the same machine "
+    "(slower on GPUs; recorded in params.json).")
 
 # Runtime.
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
@@ -101,9 +106,15 @@ _SYNC_BN = flags.DEFINE_boolean("synchronized_bn", None,
                                 "Batch statistics over all replicas (default: on with >1).")
 _LOG_EVERY = flags.DEFINE_integer("log_every_steps", 50, "Steps between log lines and summaries.",
                                   lower_bound=1)
+_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
+    "checkpoint_every_steps", 0, "Also write a checkpoint every N steps (0: off).", lower_bound=0)
+_CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
+    "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
+    lower_bound=0)
 
 
 def main(argv):
+  start = time.perf_counter()
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Before anything else touches TensorFlow's devices.
@@ -113,6 +124,7 @@ def main(argv):
   from tfnas import data as data_lib
   from tfnas import genotype as genotype_lib
   from tfnas import methods
+  from tfnas import progress
   from tfnas import search_model
   from tfnas import searcher
 
@@ -151,15 +163,26 @@ def main(argv):
       weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
       arch_learning_rate=_ARCH_LEARNING_RATE.value, arch_beta1=_ARCH_BETA1.value,
       arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
-      seed=_SEED.value, synchronized_bn=_SYNC_BN.value, log_every_steps=_LOG_EVERY.value)
+      seed=_SEED.value, deterministic=_DETERMINISTIC.value, synchronized_bn=_SYNC_BN.value,
+      log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
+      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value)
   strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
 
   result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
-                           strategy=strategy, data=data)
+                           strategy=strategy, data=data, stop_request=cli.STOP)
   logging.info("Search finished.")
   print(json.dumps(genotype_lib.to_json(result.genotype)))
   print(f"supernet accuracy in the last epoch: train {result.train_accuracy:.4f}, "
         f"validation {result.val_accuracy:.4f}")
+  figures = searcher.derived_network_figures(result.genotype, space.num_classes,
+                                             data.image_shape)
+  h, w = data.image_shape[:2]
+  if "error" in figures:
+    print(f"derived network: none ({figures['error']})")
+  else:
+    print(f"derived network (C=36, 20 cells, {h}x{w} images): {figures['params']:,} params "
+          f"({figures['params_with_aux']:,} with the auxiliary head), {figures['macs']:,} MACs")
+  print(f"wall time: {progress.format_duration(time.perf_counter() - start)}")
   for name, path in result.files.items():
     print(f"{name}: {path}")
 

@@ -7,6 +7,7 @@ r"""Trains a cell from scratch with the original evaluation protocol.
 """
 import pathlib
 import sys
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
@@ -48,8 +49,15 @@ _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 3e-4, "Coupled L2 weight deca
 _GRAD_CLIP = flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip.")
 _CUTOUT = flags.DEFINE_integer("cutout", 16, "Cutout square side (0: off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+_DETERMINISTIC = flags.DEFINE_boolean("deterministic", False,
+                                      "TensorFlow op determinism (as in tools/search.py).")
 _LOG_EVERY = flags.DEFINE_integer("log_every_steps", 100, "Steps between log lines.",
                                   lower_bound=1)
+_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
+    "checkpoint_every_steps", 0, "Also write a checkpoint every N steps (0: off).", lower_bound=0)
+_CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
+    "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
+    lower_bound=0)
 # Runtime.
 _STRATEGY = flags.DEFINE_enum(
     "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu", "multi_worker",
@@ -60,11 +68,13 @@ _TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy
 
 
 def main(argv):
+  start = time.perf_counter()
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import distribute
   distribute.configure_cpu_devices(_CPU_DEVICES.value)
   from tfnas import data as data_lib
+  from tfnas import progress
   from tfnas import trainer
   from tfnas import zoo
 
@@ -79,16 +89,23 @@ def main(argv):
       drop_path=drop_path, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
       momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
-      cutout=_CUTOUT.value, seed=_SEED.value, log_every_steps=_LOG_EVERY.value)
+      cutout=_CUTOUT.value, seed=_SEED.value, deterministic=_DETERMINISTIC.value,
+      log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
+      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value)
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
       data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
   strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
-  result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy)
+  result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy,
+                         stop_request=cli.STOP)
+  model_dir = pathlib.Path(_MODEL_DIR.value)
   print(f"final test accuracy {result['final_test_accuracy']:.4f} "
         f"(best {result['best_test_accuracy']:.4f} at epoch {result['best_epoch']}); "
         f"{result['params']} params")
-  print(f"eval.json: {pathlib.Path(_MODEL_DIR.value) / 'eval.json'}")
+  print(f"wall time: {progress.format_duration(time.perf_counter() - start)}")
+  for name in ("eval.json", "params.json", "checkpoints"):
+    print(f"{name}: {model_dir / name}")
+  print(f"tensorboard: {model_dir}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""Checkpoints that survive faults: intervals, stop requests, finiteness, restore fallback."""
+import logging
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import checkpointing
+from tfnas.errors import RunError
+
+
+class _Run:
+  """A stand-in for a training run: a weight, a step counter, a Checkpointer."""
+
+  def __init__(self, directory, **kwargs):
+    self.weight = tf.Variable([1.0, 2.0])
+    self.step = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(weight=self.weight, step=self.step)
+    self.checkpointer = checkpointing.Checkpointer(
+        checkpoint, str(directory), self.step, variables=[self.weight], **kwargs)
+
+  def advance(self, value):
+    self.step.assign_add(1)
+    self.weight.assign([value, value])
+
+
+def test_saves_at_the_step_interval_and_once_per_step(tmp_path):
+  run = _Run(tmp_path, every_steps=3, max_to_keep=10)
+  saved = []
+  for i in range(1, 8):
+    run.advance(i)
+    if run.checkpointer.due():
+      saved.append(os.path.basename(run.checkpointer.save()))
+  assert saved == ["ckpt-3", "ckpt-6"]
+  assert run.checkpointer.save().endswith("ckpt-7")  # the epoch's end forces one
+  run.checkpointer.save()  # the same step again writes nothing new
+  assert len(run.checkpointer.manager.checkpoints) == 3
+
+
+def test_saves_at_the_time_interval(tmp_path, monkeypatch):
+  now = [1000.0]
+  monkeypatch.setattr(checkpointing.time, "monotonic", lambda: now[0])
+  run = _Run(tmp_path, every_secs=60)
+  run.advance(1)
+  now[0] += 59
+  assert not run.checkpointer.due()
+  now[0] += 2
+  assert run.checkpointer.due()
+  run.checkpointer.save()
+  run.advance(2)
+  assert not run.checkpointer.due()
+
+
+def test_a_stop_request_saves_and_raises(tmp_path):
+  run = _Run(tmp_path)
+  request = checkpointing.StopRequest()
+  run.advance(5)
+  run.checkpointer.after_step(request)  # no request, no interval: nothing
+  assert run.checkpointer.manager.latest_checkpoint is None
+  request.request("SIGTERM")
+  request.request("SIGINT")  # the first reason stays
+  with pytest.raises(checkpointing.Stopped, match="stopped by SIGTERM at step 1") as stop:
+    run.checkpointer.after_step(request)
+  assert stop.value.checkpoint == run.checkpointer.manager.latest_checkpoint
+  assert stop.value.checkpoint.endswith("ckpt-1")
+
+
+def test_weights_that_are_not_finite_are_never_saved(tmp_path):
+  run = _Run(tmp_path)
+  run.advance(1)
+  good = run.checkpointer.save()
+  run.advance(float("nan"))
+  with pytest.raises(FloatingPointError, match="not finite at step 2; the last checkpoint"):
+    run.checkpointer.save()
+  assert run.checkpointer.manager.latest_checkpoint == good
+
+
+def _three_checkpoints(directory):
+  run = _Run(directory)
+  for value in (1.0, 2.0, 3.0):
+    run.advance(value)
+    run.checkpointer.save()
+  return run
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  _three_checkpoints(tmp_path)
+  data = tmp_path / "ckpt-3.data-00000-of-00001"
+  data.write_bytes(data.read_bytes()[:10])  # a half-written file
+  fresh = _Run(tmp_path)
+  with caplog.at_level(logging.WARNING):
+    assert fresh.checkpointer.restore().endswith("ckpt-2")
+  assert "ckpt-3 cannot be read" in caplog.text
+  np.testing.assert_array_equal(fresh.weight.numpy(), [2.0, 2.0])
+  assert int(fresh.step.numpy()) == 2
+
+
+def test_a_garbled_state_file_still_finds_the_newest_checkpoint(tmp_path):
+  _three_checkpoints(tmp_path)
+  (tmp_path / "checkpoint").write_text("not a checkpoint state {{{")
+  fresh = _Run(tmp_path)
+  assert fresh.checkpointer.restore().endswith("ckpt-3")
+  np.testing.assert_array_equal(fresh.weight.numpy(), [3.0, 3.0])
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+  _three_checkpoints(tmp_path)
+  for path in tmp_path.glob("ckpt-*.index"):
+    path.write_bytes(b"garbage")
+  with pytest.raises(RunError, match="none of the 3 checkpoints in .* can be read"):
+    _Run(tmp_path).checkpointer.restore()
+  assert _Run(tmp_path / "empty").checkpointer.restore() is None
