@@ -100,29 +100,38 @@ def test_coupled_weight_decay_and_clipping_follow_pytorch():
     np.testing.assert_allclose(_numpy(v), w - 0.5 * (g.numpy() + 0.1 * w), rtol=1e-4, atol=1e-7)
 
 
-def _run_steps(strategy, synchronized_bn=None, steps=2):
+def _search_two_steps(strategy, model_dir, synchronized_bn=None):
+  """Two search steps (stopped as an interruption would); the checkpoint and the summaries."""
   config = searcher.SearchConfig(epochs=1, batch_size=16, synchronized_bn=synchronized_bn,
-                                 arch_learning_rate=3e-2)
-  s = searcher.Searcher(SMALL_SPACE, methods.METHODS["fair_darts"], config, strategy, (8, 8, 3))
-  dataset = data_lib.search_input(DATA, global_batch_size=16, seed=0, epochs=1)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  outs = [s.train_step(iterator) for _ in range(steps)]
-  return [_numpy(v) for v in s.model.weights], outs
+                                 arch_learning_rate=3e-2, log_every_steps=1)
+  assert searcher.search(SMALL_SPACE, methods.METHODS["fair_darts"], config, DATA_CONFIG,
+                         str(model_dir), strategy, DATA, stop_at_step=2) is None
+  logged = {f"{split}/{tag}": values for split in ("train", "validation")
+            for tag, values in _summaries(model_dir, split).items()
+            if tag not in ("images_per_second", "steps_per_second", "custom_scalars__config__")}
+  return _checkpoint_values(model_dir), logged
 
 
-def test_two_replicas_match_one_replica_on_the_same_global_batch():
-  one, outs_one = _run_steps(_one_device())
-  two, outs_two = _run_steps(_two_cpus())
-  for a, b in zip(outs_one, outs_two):
-    for key in a:
-      np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, atol=1e-6, err_msg=key)
-  for a, b in zip(one, two):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path):
+  one, logged_one = _search_two_steps(_one_device(), tmp_path / "one")
+  two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two")
+  # Every saved tensor: weights, alphas, batch-norm statistics, optimizer slots.
+  assert one.keys() == two.keys()
+  for key in one:
+    np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  # What TensorBoard shows is the global batch's (summed over the replicas), not one
+  # replica's: losses, accuracies, the gradient norm and the zero-one loss, at steps 1 and 2.
+  assert sorted(logged_one) == sorted(logged_two)
+  assert {"train/loss/cross_entropy", "validation/accuracy", "train/grad_norm",
+          "validation/loss/zero_one"} <= set(logged_one)
+  for tag, values in logged_one.items():
+    assert [s for s, _ in values] == [1, 2], tag
+    np.testing.assert_allclose([v for _, v in values], [v for _, v in logged_two[tag]],
+                               rtol=1e-4, atol=1e-6, err_msg=tag)
   # Without synchronized batch norm the replicas normalize with half-batch
   # statistics, and the result is measurably different.
-  unsynced, _ = _run_steps(_two_cpus(),
-                           synchronized_bn=False)
-  assert max(np.max(np.abs(a - b)) for a, b in zip(one, unsynced)) > 1e-4
+  unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False)
+  assert max(np.max(np.abs(one[k] - unsynced[k])) for k in one) > 1e-4
 
 
 def _checkpoint_values(model_dir):

@@ -47,8 +47,11 @@ class Stopped(Exception):
 
 
 def _first_line(error):
+  """The error's first line, without TensorFlow's {{function_node ...}} and [Op:...] noise."""
   lines = str(error).strip().splitlines()
-  return lines[0] if lines else type(error).__name__
+  line = lines[0] if lines else type(error).__name__
+  line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
+  return re.sub(r"\s*\[Op:\w+\]$", "", line)
 
 
 class Checkpointer:

@@ -291,42 +291,47 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
                                   epochs=config.epochs, start_step=start_step)
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   epoch_totals = None
-  for epoch in range(start_step // steps_per_epoch, config.epochs):
-    searcher.set_epoch_schedules(epoch)
-    progress.begin_epoch(epoch)
-    epoch_totals = _Totals()
-    window = _Totals()
-    first = max(start_step - epoch * steps_per_epoch, 0)
-    for step_in_epoch in range(first, steps_per_epoch):
-      out = {k: float(v) for k, v in searcher.train_step(iterator).items()}
-      if not all(math.isfinite(v) for v in out.values()):
-        raise FloatingPointError(
-            f"the loss became {out['train_loss_sum'] + out['val_loss_sum']} at step "
-            f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
-      epoch_totals.add(out, config.batch_size)
-      window.add(out, config.batch_size)
-      step = int(searcher.global_step.numpy())
-      progress.step(step_in_epoch, step, epoch_totals.fields())
-      if step == stop_at_step:
-        checkpoints.save()
-        progress.end_epoch()
-        return None
-      last = step_in_epoch + 1 == steps_per_epoch
-      if step % config.log_every_steps == 0 or last:
-        _write_step_summaries(writers, window, searcher, step)
-        window = _Totals()
-      if not last:  # the epoch's end writes its own checkpoint and files first
-        checkpoints.after_step(stop_request)
-    progress.end_epoch()
-    searcher.epoch.assign(epoch + 1)
-    checkpoints.save()
-    genotype = searcher.genotype()
-    training.write_json(searcher.alphas_json(), files["alphas.json"])
-    genotype_lib.save(genotype, files["genotype.json"])
-    _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
-    logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
-                 epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
-    checkpoints.after_step(stop_request)
+  try:
+    for epoch in range(start_step // steps_per_epoch, config.epochs):
+      searcher.set_epoch_schedules(epoch)
+      progress.begin_epoch(epoch)
+      epoch_totals = _Totals()
+      window = _Totals()
+      first = max(start_step - epoch * steps_per_epoch, 0)
+      for step_in_epoch in range(first, steps_per_epoch):
+        out = {k: float(v) for k, v in searcher.train_step(iterator).items()}
+        if not all(math.isfinite(v) for v in out.values()):
+          raise FloatingPointError(
+              f"the loss became {out['train_loss_sum'] + out['val_loss_sum']} at step "
+              f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
+        epoch_totals.add(out, config.batch_size)
+        window.add(out, config.batch_size)
+        step = int(searcher.global_step.numpy())
+        progress.step(step_in_epoch, step, epoch_totals.fields())
+        last = step_in_epoch + 1 == steps_per_epoch
+        if step % config.log_every_steps == 0 or last or step == stop_at_step:
+          _write_step_summaries(writers, window, searcher, step)
+          window = _Totals()
+        if step == stop_at_step:
+          checkpoints.save()
+          progress.end_epoch()
+          _flush(writers)
+          return None
+        if not last:  # the epoch's end writes its own checkpoint and files first
+          checkpoints.after_step(stop_request)
+      progress.end_epoch()
+      searcher.epoch.assign(epoch + 1)
+      checkpoints.save()
+      genotype = searcher.genotype()
+      training.write_json(searcher.alphas_json(), files["alphas.json"])
+      genotype_lib.save(genotype, files["genotype.json"])
+      _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
+      logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
+                   epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
+      checkpoints.after_step(stop_request)
+  except checkpointing.Stopped:
+    _flush(writers)  # what was logged before the stop
+    raise
   _flush(writers)
   if start_step >= total_steps:  # nothing left to run: report the finished search
     logging.info("The search in %s is already complete", model_dir)

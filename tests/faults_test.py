@@ -1,0 +1,192 @@
+"""Real processes killed and preempted: a restarted run is the same run; a full disk is one line.
+
+Each run is a tiny network with a checkpoint every 2 steps, long enough (60 steps) that
+the signals arrive in the middle of it.
+"""
+import json
+import os
+import pathlib
+import pty
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_SEARCH = ["--method=noisy_darts", "--primitives=skip_connect,sep_conv_3x3", "--steps=1",
+               "--layers=3", "--init_channels=4", "--epochs=3", "--batch_size=16",
+               "--train_split=train[:320]", "--val_split=train[320:640]", "--seed=5",
+               "--deterministic", "--checkpoint_every_steps=2", "--log_every_steps=5"]
+TINY_TRAIN = ["--genotype=DARTS_V2", "--dataset=digits", "--train_split=train[:320]",
+              "--test_split=train[1700:]", "--init_channels=4", "--layers=3", "--epochs=2",
+              "--batch_size=16", "--auxiliary_weight=0", "--cutout=2", "--seed=5",
+              "--deterministic", "--checkpoint_every_steps=2", "--log_every_steps=5"]
+
+
+def _command(tool, args, model_dir):
+  return [sys.executable, str(ROOT / "tools" / tool), *args, f"--model_dir={model_dir}"]
+
+
+def _run(tool, args, model_dir, **kwargs):
+  result = subprocess.run(_command(tool, args, model_dir), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, **kwargs)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _checkpoint_steps(model_dir):
+  return sorted(int(p.name[len("ckpt-"):-len(".index")])
+                for p in (pathlib.Path(model_dir) / "checkpoints").glob("ckpt-*.index"))
+
+
+def _wait_for_checkpoint(proc, model_dir, after_step, timeout=300):
+  """Waits until a checkpoint newer than `after_step` is on disk; returns its step."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    assert proc.poll() is None, f"the run ended ({proc.returncode}) before it could be stopped"
+    newer = [s for s in _checkpoint_steps(model_dir) if s > after_step]
+    if newer:
+      return newer[-1]
+    time.sleep(0.005)
+  raise AssertionError(f"no checkpoint after step {after_step} in {timeout} s")
+
+
+class _Terminal:
+  """Runs a command with a pseudo-terminal as its stdout and stderr, collecting the output."""
+
+  def __init__(self, command):
+    master, slave = pty.openpty()
+    self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave,
+                                 stderr=slave)
+    os.close(slave)
+    self._chunks = []
+    self._reader = threading.Thread(target=self._read, args=(master,), daemon=True)
+    self._reader.start()
+
+  def _read(self, fd):
+    while True:
+      try:
+        data = os.read(fd, 65536)
+      except OSError:  # EIO: the terminal's other side closed
+        break
+      if not data:
+        break
+      self._chunks.append(data)
+    os.close(fd)
+
+  def output(self):
+    self._reader.join(timeout=30)
+    return b"".join(self._chunks).decode(errors="replace")
+
+
+def _stop(proc, sig):
+  proc.send_signal(sig)
+  try:
+    return proc.wait(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+
+
+def _alphas(model_dir):
+  with open(os.path.join(model_dir, "alphas.json")) as f:
+    return json.load(f)
+
+
+def _genotype(model_dir):
+  with open(os.path.join(model_dir, "genotype.json")) as f:
+    return json.load(f)
+
+
+def test_killed_then_preempted_search_resumes_to_the_uninterrupted_result(tmp_path):
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  _run("search.py", TINY_SEARCH, full)
+  with open(full / "params.json") as f:
+    params = json.load(f)
+  assert params["search"]["seed"] == 5 and params["search"]["deterministic"] is True
+
+  # SIGKILL at some moment after the 4th step's checkpoint, on a terminal.
+  terminal = _Terminal(_command("search.py", TINY_SEARCH, cut))
+  seen = _wait_for_checkpoint(terminal.proc, cut, after_step=3)
+  assert _stop(terminal.proc, signal.SIGKILL) == -signal.SIGKILL
+  shown = terminal.output()
+  assert "\r\x1b[Kepoch 1/3 [" in shown and "img/s | ETA" in shown  # the progress bar
+  assert "/20 loss/weights" in shown and "acc" in shown
+  killed_at = _checkpoint_steps(cut)[-1]
+  assert seen <= killed_at < 60
+
+  # SIGTERM (preemption) on the resumed run: a checkpoint of the step in flight, exit 143.
+  proc = subprocess.Popen(_command("search.py", TINY_SEARCH, cut), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(proc, cut, after_step=killed_at)
+  assert _stop(proc, signal.SIGTERM) == 128 + signal.SIGTERM
+  stderr = proc.stderr.read()
+  proc.stdout.close()
+  proc.stderr.close()
+  assert f"Resuming from {cut}/checkpoints/ckpt-{killed_at} at step {killed_at}" in stderr
+  stopped = [line for line in stderr.splitlines() if line.startswith("stopped by SIGTERM")]
+  assert len(stopped) == 1 and "Traceback" not in stderr, stderr[-3000:]
+  step = int(stopped[0].split("at step ")[1].split(";")[0])
+  assert step < 60 and step == _checkpoint_steps(cut)[-1]
+  assert f"checkpoint {cut}/checkpoints/ckpt-{step} written" in stopped[0]
+
+  resumed = _run("search.py", TINY_SEARCH, cut)
+  assert f"Resuming from {cut}/checkpoints/ckpt-{step} at step {step}" in resumed.stderr
+  a, b = _alphas(full), _alphas(cut)
+  for cell in ("normal", "reduce"):
+    np.testing.assert_allclose(a[cell], b[cell], rtol=0, atol=1e-7)
+  assert _genotype(full) == _genotype(cut)
+  assert np.max(np.abs(np.array(a["normal"]))) > 1e-3  # the alphas did move
+
+
+def test_preempted_then_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  _run("train.py", TINY_TRAIN, full)
+  proc = subprocess.Popen(_command("train.py", TINY_TRAIN, cut), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(proc, cut, after_step=3)
+  assert _stop(proc, signal.SIGTERM) == 128 + signal.SIGTERM
+  assert "stopped by SIGTERM at step" in proc.stderr.read()
+  proc.stderr.close()
+  step = _checkpoint_steps(cut)[-1]
+  proc = subprocess.Popen(_command("train.py", TINY_TRAIN, cut), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _wait_for_checkpoint(proc, cut, after_step=step)
+  assert _stop(proc, signal.SIGKILL) == -signal.SIGKILL
+  result = _run("train.py", TINY_TRAIN, cut)
+  for line in ("eval.json: ", "checkpoints: ", "tensorboard: ", "wall time: "):
+    assert line in result.stdout
+  with open(full / "eval.json") as f:
+    a = json.load(f)
+  with open(cut / "eval.json") as f:
+    b = json.load(f)
+  assert b["epochs_done"] == 2
+  assert a["final_test_accuracy"] == b["final_test_accuracy"]
+  np.testing.assert_allclose(a["history"]["2"]["test_loss"], b["history"]["2"]["test_loss"],
+                             rtol=1e-6)
+
+
+def _file_size_limit(limit):
+  def apply():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+  return apply
+
+
+def test_a_full_disk_is_one_clear_line_and_keeps_what_was_written(tmp_path):
+  # No file may grow past 30 kB: params.json fits, a checkpoint (about 60 kB) does not.
+  args = [a for a in TINY_SEARCH if not a.startswith("--epochs")] + ["--epochs=1"]
+  result = subprocess.run(_command("search.py", args, tmp_path), cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, preexec_fn=_file_size_limit(30_000))
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, result.stderr[-3000:]
+  assert errors[0].startswith(f"error: cannot write a checkpoint in {tmp_path}/checkpoints: ")
+  assert errors[0].endswith("File too large")
+  with open(tmp_path / "params.json") as f:
+    assert json.load(f)["search"]["epochs"] == 1
