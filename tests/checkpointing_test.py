@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfnas import checkpointing
+from tfnas import stopping
 from tfnas.errors import RunError
 
 
@@ -54,13 +55,13 @@ def test_saves_at_the_time_interval(tmp_path, monkeypatch):
 
 def test_a_stop_request_saves_and_raises(tmp_path):
   run = _Run(tmp_path)
-  request = checkpointing.StopRequest()
+  request = stopping.StopRequest()
   run.advance(5)
   run.checkpointer.after_step(request)  # no request, no interval: nothing
   assert run.checkpointer.manager.latest_checkpoint is None
   request.request("SIGTERM")
   request.request("SIGINT")  # the first reason stays
-  with pytest.raises(checkpointing.Stopped, match="stopped by SIGTERM at step 1") as stop:
+  with pytest.raises(stopping.Stopped, match="stopped by SIGTERM at step 1") as stop:
     run.checkpointer.after_step(request)
   assert stop.value.checkpoint == run.checkpointer.manager.latest_checkpoint
   assert stop.value.checkpoint.endswith("ckpt-1")

@@ -6,8 +6,9 @@ so that running the same command again continues where the last checkpoint
 left off:
 - checkpoints are written every N steps and/or every T seconds, and at every
   epoch's end;
-- a stop request (the tools set one on SIGTERM and SIGINT) is honoured after
-  the step in flight: a checkpoint is written, then `Stopped` is raised;
+- a stop request (stopping.StopRequest: the tools set one on SIGTERM and
+  SIGINT) is honoured after the step in flight: a checkpoint is written, then
+  stopping.Stopped is raised;
 - restoring tries the newest checkpoint first and falls back, with a warning,
   to older ones when it cannot be read (a half-written or corrupt file);
 - a checkpoint is never written from weights that are not finite.
@@ -21,29 +22,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfnas.errors import RunError
-
-
-class StopRequest:
-  """A flag that a signal handler sets and the training loop reads after each step."""
-
-  def __init__(self):
-    self.reason = None
-
-  def request(self, reason):
-    if self.reason is None:
-      self.reason = reason
-
-  def __bool__(self):
-    return self.reason is not None
-
-
-class Stopped(Exception):
-  """The run stopped on request after writing a checkpoint at `step`."""
-
-  def __init__(self, reason, step, checkpoint):
-    super().__init__(f"stopped by {reason} at step {step}; checkpoint {checkpoint} written: "
-                     f"run the same command again to resume")
-    self.reason, self.step, self.checkpoint = reason, step, checkpoint
+from tfnas.stopping import Stopped
 
 
 def _first_line(error):

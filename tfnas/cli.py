@@ -1,16 +1,17 @@
 """What every tool in tools/ shares: running main() with clear errors and signal handling.
 
-No flags are defined here; the tools define their own.
+No flags are defined here; the tools define their own. Nothing here imports
+TensorFlow, so a tool that fails on bad input says so before TensorFlow loads.
 """
 import signal
 import sys
 
 from absl import app
 
-from tfnas.checkpointing import Stopped
-from tfnas.checkpointing import StopRequest
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
+from tfnas.stopping import Stopped
+from tfnas.stopping import StopRequest
 
 # Set by SIGTERM (preemption) and SIGINT (Ctrl-C) while a tool runs; the
 # training loops write a checkpoint after the step in flight and stop.

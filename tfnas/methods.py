@@ -113,20 +113,26 @@ def noise_decay(cfg, epoch, epochs):
   return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def add_noise(x, cfg, seed, scale=1.0):
+def add_noise(x, cfg, seed, scale=1.0, edge_axis=None):
   """Noise for skip_connect's output; the noise is a constant for backprop.
 
   `seed` is a stateless seed (shape [2] int); callers fold in where and on which
   replica the draw happens, so draws differ between replicas yet are
-  reproducible.
+  reproducible. `edge_axis`: x holds several edges' outputs along this axis,
+  each with its own std (as if each edge's output were noised alone).
   """
   shape = tf.shape(x)
   if cfg.type == "gaussian":
     if cfg.mixture == "additive":
-      n = tf.cast(tf.size(x), x.dtype)
-      mean = tf.reduce_mean(x)
-      # Unbiased std over the whole tensor, as torch's x.std().
-      std = tf.sqrt(tf.reduce_sum(tf.square(x - mean)) / tf.maximum(n - 1.0, 1.0))
+      axes = None
+      if edge_axis is not None:
+        axes = [a for a in range(x.shape.rank) if a != edge_axis % x.shape.rank]
+      n = tf.cast(tf.size(x), x.dtype) / tf.cast(1 if edge_axis is None else shape[edge_axis],
+                                                  x.dtype)
+      mean = tf.reduce_mean(x, axes, keepdims=True)
+      # Unbiased std over the whole tensor (each edge's), as torch's x.std().
+      std = tf.sqrt(tf.reduce_sum(tf.square(x - mean), axes, keepdims=True)
+                    / tf.maximum(n - 1.0, 1.0))
       stddev = cfg.factor * std
     else:
       stddev = cfg.factor

@@ -24,6 +24,17 @@ def torch_uniform(fan_in):
   return keras.initializers.RandomUniform(-bound, bound)
 
 
+def image_shape(y, *channels):
+  """The shape [batch, H, W, *channels] for y's batch and image size.
+
+  Static where the image size is known, so that a reshape is one op.
+  """
+  h, w = y.shape[1], y.shape[2]
+  if h is None or w is None:
+    return tf.concat([tf.shape(y)[:3], list(channels)], 0)
+  return [-1, h, w, *channels]
+
+
 def _pad(x, pad, value=0.0):
   if pad == 0:
     return x
@@ -131,10 +142,14 @@ class BatchNorm(keras.layers.Layer):
 
 
 class Conv(keras.layers.Layer):
-  """A bias-free 2D convolution with symmetric padding (regular or depthwise)."""
+  """A bias-free 2D convolution with symmetric padding (regular, grouped or depthwise).
+
+  `groups` splits the input and output channels into that many independent
+  convolutions (the search cell runs one 1x1 conv per edge as one grouped conv).
+  """
 
   def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1, depthwise=False,
-               **kwargs):
+               groups=1, **kwargs):
     super().__init__(**kwargs)
     self.filters = filters
     self.kernel_size = kernel_size
@@ -142,6 +157,7 @@ class Conv(keras.layers.Layer):
     self.padding = padding
     self.dilation = dilation
     self.depthwise = depthwise
+    self.groups = groups
     # Multiply-accumulates per image of the last call (see eval_model.count_macs).
     self.macs = None
 
@@ -153,19 +169,28 @@ class Conv(keras.layers.Layer):
         raise ValueError(f"depthwise conv needs filters == input channels, got {self.filters}, {c_in}")
       shape, fan_in = (k, k, c_in, 1), k * k
     else:
-      shape, fan_in = (k, k, c_in, self.filters), k * k * c_in
+      if c_in % self.groups or self.filters % self.groups:
+        raise ValueError(f"{self.groups} groups do not divide {c_in} -> {self.filters} channels")
+      c_group = c_in // self.groups
+      shape, fan_in = (k, k, c_group, self.filters), k * k * c_group
     self.kernel = self.add_weight(shape=shape, initializer=torch_uniform(fan_in), name="kernel")
 
   def call(self, x):
-    x = _pad(x, self.padding)
     # TF has no strided dilated conv: run at stride 1 and subsample (same values).
     subsample = self.stride if self.dilation > 1 else 1
     stride = 1 if self.dilation > 1 else self.stride
+    # At stride 1 TF's 'SAME' pads symmetrically, as PyTorch does with this padding:
+    # no Pad op (nor its gradient) in the graph. At stride 2 'SAME' would pad only
+    # the bottom and right, so the padding is explicit.
+    if stride == 1 and 2 * self.padding == self.dilation * (self.kernel_size - 1):
+      padding = "SAME"
+    else:
+      x, padding = _pad(x, self.padding), "VALID"
     if self.depthwise:
-      y = tf.nn.depthwise_conv2d(x, self.kernel, [1, stride, stride, 1], "VALID",
+      y = tf.nn.depthwise_conv2d(x, self.kernel, [1, stride, stride, 1], padding,
                                  dilations=[self.dilation, self.dilation])
     else:
-      y = tf.nn.conv2d(x, self.kernel, stride, "VALID", dilations=self.dilation)
+      y = tf.nn.conv2d(x, self.kernel, stride, padding, dilations=self.dilation)
     if subsample > 1:
       y = y[:, ::subsample, ::subsample, :]
     self._record_macs(x.shape[-1], y.shape)
@@ -176,7 +201,8 @@ class Conv(keras.layers.Layer):
     h, w = out_shape[1], out_shape[2]
     if h is None or w is None or c_in is None:
       return
-    per_output = self.kernel_size * self.kernel_size * (1 if self.depthwise else c_in)
+    per_output = self.kernel_size * self.kernel_size * (
+        1 if self.depthwise else c_in // self.groups)
     self.macs = int(h) * int(w) * per_output * self.filters
 
 
@@ -193,15 +219,21 @@ class ReLUConvBN(Block):
 
 
 class DilConv(keras.layers.Layer):
-  """ReLU -> dilated depthwise kxk -> 1x1 conv -> BN (one block)."""
+  """ReLU -> dilated depthwise kxk -> 1x1 conv -> BN (one block).
+
+  With `groups` = k the input holds k edges' channels side by side and the
+  block is k independent blocks (the 1x1 conv is grouped); `relu=False` takes
+  an input that is already rectified (shared by the ops of a search cell).
+  """
 
   def __init__(self, c_out, kernel_size, stride, padding, dilation, affine, synchronized=False,
-               **kwargs):
+               groups=1, relu=True, **kwargs):
     super().__init__(**kwargs)
     self.c_out = c_out
     self.kernel_size, self.stride, self.padding, self.dilation = (
         kernel_size, stride, padding, dilation)
-    self.pointwise = Conv(c_out, 1)
+    self.relu = relu
+    self.pointwise = Conv(c_out, 1, groups=groups)
     self.bn = BatchNorm(affine, synchronized)
 
   def build(self, input_shape):
@@ -209,43 +241,63 @@ class DilConv(keras.layers.Layer):
                           self.dilation, depthwise=True)
 
   def call(self, x, training=False):
-    return self.bn(self.pointwise(self.depthwise(tf.nn.relu(x))), training=training)
+    if self.relu:
+      x = tf.nn.relu(x)
+    return self.bn(self.pointwise(self.depthwise(x)), training=training)
 
 
 class SepConv(keras.layers.Layer):
-  """Two stacked separable blocks; the stride is on the first depthwise conv only."""
+  """Two stacked separable blocks; the stride is on the first depthwise conv only.
 
-  def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, **kwargs):
+  `groups` and `relu` as in DilConv (the second block always rectifies).
+  """
+
+  def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, groups=1,
+               relu=True, **kwargs):
     super().__init__(**kwargs)
     self.c_out = c_out
     self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
     self.affine, self.synchronized = affine, synchronized
+    self.groups, self.relu = groups, relu
 
   def build(self, input_shape):
     c_in = input_shape[-1]
     self.block1 = DilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine,
-                          self.synchronized)
+                          self.synchronized, self.groups, self.relu)
     self.block2 = DilConv(self.c_out, self.kernel_size, 1, self.padding, 1, self.affine,
-                          self.synchronized)
+                          self.synchronized, self.groups)
 
   def call(self, x, training=False):
     return self.block2(self.block1(x, training=training), training=training)
 
 
 class FactorizedReduce(Block):
-  """ReLU -> two stride-2 1x1 convs, the second on the input shifted by one pixel -> BN."""
+  """ReLU -> two stride-2 1x1 convs, the second on the input shifted by one pixel -> BN.
 
-  def __init__(self, c_out, affine, synchronized=False, **kwargs):
+  With `edges` = k it is k of them on the same input, side by side in the
+  output (edge-major: each edge's conv1 then conv2 channels); `relu=False`
+  takes an input that is already rectified.
+  """
+
+  def __init__(self, c_out, affine, synchronized=False, edges=1, relu=True, **kwargs):
     super().__init__(**kwargs)
     if c_out % 2:
       raise UserInputError(f"FactorizedReduce needs an even channel count, got {c_out}")
-    self.conv1 = Conv(c_out // 2, 1, stride=2)
-    self.conv2 = Conv(c_out // 2, 1, stride=2)
+    self.c_out, self.edges, self.relu = c_out, edges, relu
+    self.conv1 = Conv(edges * c_out // 2, 1, stride=2)
+    self.conv2 = Conv(edges * c_out // 2, 1, stride=2)
     self.bn = BatchNorm(affine, synchronized)
 
   def call(self, x, training=False):
-    x = tf.nn.relu(x)
-    y = tf.concat([self.conv1(x), self.conv2(x[:, 1:, 1:, :])], axis=-1)
+    if self.relu:
+      x = tf.nn.relu(x)
+    a, b = self.conv1(x), self.conv2(x[:, 1:, 1:, :])
+    if self.edges == 1:
+      y = tf.concat([a, b], axis=-1)
+    else:
+      shape = image_shape(a, self.edges, self.c_out // 2)
+      y = tf.concat([tf.reshape(a, shape), tf.reshape(b, shape)], axis=-1)
+      y = tf.reshape(y, image_shape(a, self.edges * self.c_out))
     return self.bn(y, training=training)
 
 
@@ -262,7 +314,12 @@ class Pool(Block):
     self.bn = bn
 
   def call(self, x, training=False):
-    if self.kind == "max":
+    if self.stride == 1:
+      # 'SAME' at stride 1 pads symmetrically; TF's max pool ignores the padding and
+      # its average pool leaves it out of the count, as count_include_pad=False.
+      pool = tf.nn.max_pool2d if self.kind == "max" else tf.nn.avg_pool2d
+      y = pool(x, 3, 1, "SAME")
+    elif self.kind == "max":
       y = tf.nn.max_pool2d(_pad(x, 1, float("-inf")), 3, self.stride, "VALID")
     else:
       total = tf.nn.avg_pool2d(_pad(x, 1), 3, self.stride, "VALID")

@@ -63,37 +63,92 @@ def _replica_id():
   return 0 if ctx is None else ctx.replica_id_in_sync_group
 
 
-class MixedOp(ops.Block):
-  """One edge: the sum of every candidate op weighted by its architecture weight.
+_POOLS = {"max_pool_3x3": "max", "avg_pool_3x3": "avg"}
+_CONVS = {"sep_conv_3x3": (ops.SepConv, 3, 1, 1), "sep_conv_5x5": (ops.SepConv, 5, 2, 1),
+          "sep_conv_7x7": (ops.SepConv, 7, 3, 1), "dil_conv_3x3": (ops.DilConv, 3, 2, 2),
+          "dil_conv_5x5": (ops.DilConv, 5, 4, 2)}  # class, kernel, padding, dilation
 
-  'none' contributes zero to the sum and to every gradient, so it is not
-  computed; its weight still takes part in the softmax.
+
+class EdgeGroup(ops.Block):
+  """The mixed ops of every edge that leaves one state of a cell, computed together.
+
+  Each edge's output is the sum of every candidate op on the input, weighted by
+  the edge's architecture weights (the original MixedOp). The edges that share
+  an input apply the same ops to it with their own parameters, and batch norm
+  and depthwise convolutions act per channel, so one op over `edges` edges is
+  one op over edges * C channels: the rectified input tiled edge-major, the 1x1
+  convolutions grouped per edge. Parameter-free ops (the pools with their
+  affine-free BN, identity) give the same result on every edge and are computed
+  once. The outputs equal separate mixed ops' (tests/search_model_test.py), from
+  a graph a fraction of the size. 'none' contributes zero and is not computed;
+  its weight still takes part in the softmax.
   """
 
-  def __init__(self, primitives, c, stride, noise=None, synchronized=False, **kwargs):
+  def __init__(self, primitives, c, stride, edges, noise=None, synchronized=False, **kwargs):
     super().__init__(**kwargs)
-    self.primitives = tuple(primitives)
+    self.primitives, self.c, self.stride, self.edges = tuple(primitives), c, stride, edges
     self.noise = noise
-    self.op_index = [k for k, p in enumerate(self.primitives) if p != "none"]
-    self.candidates = [ops.make_op(self.primitives[k], c, stride, affine=False, search=True,
-                                   synchronized=synchronized) for k in self.op_index]
+    self.op_index, self.candidates = [], []
+    for k, name in enumerate(self.primitives):
+      if name == "none":
+        continue
+      if name in _POOLS:
+        op = ops.Pool(_POOLS[name], stride, ops.BatchNorm(False, synchronized))
+      elif name == "skip_connect":
+        op = (ops.Identity() if stride == 1
+              else ops.FactorizedReduce(c, False, synchronized, edges=edges, relu=False))
+      elif name in _CONVS:
+        cls, kernel, padding, dilation = _CONVS[name]
+        if cls is ops.SepConv:
+          op = ops.SepConv(edges * c, kernel, stride, padding, False, synchronized,
+                           groups=edges, relu=False)
+        else:
+          op = ops.DilConv(edges * c, kernel, stride, padding, dilation, False, synchronized,
+                           groups=edges, relu=False)
+      else:
+        raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(ops.OP_NAMES)}")
+      self.op_index.append(k)
+      self.candidates.append(op)
 
   def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
+    """x: [B, H, W, C]; weights: [edges, ops]. Returns [B, H', W', edges, C]."""
+    names = [self.primitives[i] for i in self.op_index]
+    rectified = tf.nn.relu(x) if any(n in _CONVS or (n == "skip_connect" and self.stride > 1)
+                                     for n in names) else None
+    tiled = tf.tile(rectified, [1, 1, 1, self.edges]) if any(n in _CONVS for n in names) else None
     out = None
-    for k, op in zip(self.op_index, self.candidates):
-      y = op(x, training=training)
-      if training and self.noise is not None and self.primitives[k] == "skip_connect":
-        seed = noise_seed
-        if seed is None:  # no seed given: a fresh stateful draw
-          seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-        y = methods_lib.add_noise(y, self.noise, _fold(seed, _replica_id()), noise_scale)
-      y = weights[k] * y
+    columns = tf.unstack(tf.expand_dims(weights, -1), axis=1)  # per op: [edges, 1]
+    for i, name, op in zip(self.op_index, names, self.candidates):
+      w = columns[i]  # broadcasts over the channels
+      if name in _CONVS:
+        y = self._split_edges(op(tiled, training=training))
+      elif name == "skip_connect" and self.stride > 1:
+        y = self._split_edges(op(rectified, training=training))
+      else:  # the same on every edge: [B, H', W', 1, C]
+        y = op(x, training=training)[..., None, :]
+      if name == "skip_connect" and training and self.noise is not None:
+        y = self._noisy(y, noise_seed, noise_scale)
+      y = y * w  # [B, H', W', edges, C], also for the shared ops
       out = y if out is None else out + y
     return out
 
+  def _split_edges(self, y):
+    return tf.reshape(y, ops.image_shape(y, self.edges, self.c))
+
+  def _noisy(self, y, seed, scale):
+    """Independent noise on each edge's skip output (and on each replica)."""
+    y = y + tf.zeros([self.edges, self.c], y.dtype)  # one copy per edge
+    if seed is None:  # no seed given: a fresh stateful draw
+      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    return methods_lib.add_noise(y, self.noise, _fold(seed, _replica_id()), scale, edge_axis=3)
+
 
 class SearchCell(ops.Block):
-  """A DARTS cell with a mixed op on every edge; outputs the concat of its nodes."""
+  """A DARTS cell with a mixed op on every edge; outputs the concat of its nodes.
+
+  The edges are computed per input state (EdgeGroup): once a state is complete,
+  all the edges leaving it run together and add into their target nodes.
+  """
 
   def __init__(self, space, c, reduction, reduction_prev, noise=None, synchronized=False,
                **kwargs):
@@ -106,21 +161,28 @@ class SearchCell(ops.Block):
       self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
     self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
     self.edges = genotype_lib.edges(space.steps)
-    self.mixed_ops = [
-        MixedOp(space.primitives, c, 2 if reduction and src < 2 else 1, noise, synchronized)
-        for _, src in self.edges]
+    # For each state that feeds nodes (0 .. steps): the indices of its edges.
+    self.edges_from = [[e for e, (_, src) in enumerate(self.edges) if src == s]
+                       for s in range(space.steps + 1)]
+    self.groups = [
+        EdgeGroup(space.primitives, c, 2 if reduction and s < 2 else 1, len(edge_ids), noise,
+                  synchronized, name=f"from{s}")
+        for s, edge_ids in enumerate(self.edges_from)]
 
   def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
     states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
-    for node in range(2, 2 + self.steps):
-      total = None
-      for e, (to, src) in enumerate(self.edges):
-        if to != node:
-          continue
-        y = self.mixed_ops[e](states[src], weights[e], training=training,
-                              noise_seed=_fold(noise_seed, e), noise_scale=noise_scale)
-        total = y if total is None else total + y
-      states.append(total)
+    incoming = {node: [] for node in range(2, 2 + self.steps)}
+    # The weights' rows regrouped by input state: one gather and one split per cell.
+    group_weights = tf.split(tf.gather(weights, sum(self.edges_from, [])),
+                             [len(ids) for ids in self.edges_from])
+    for s, (group, edge_ids) in enumerate(zip(self.groups, self.edges_from)):
+      if s >= 2:  # every edge into node s has run
+        states.append(tf.add_n(incoming.pop(s)))
+      y = group(states[s], group_weights[s], training=training,
+                noise_seed=_fold(noise_seed, s), noise_scale=noise_scale)
+      for e, out in zip(edge_ids, tf.unstack(y, axis=3)):
+        incoming[self.edges[e][0]].append(out)
+    states.append(tf.add_n(incoming.pop(1 + self.steps)))
     return tf.concat(states[2:], axis=-1)
 
 

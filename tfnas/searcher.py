@@ -32,6 +32,7 @@ from tfnas import optimizers
 from tfnas import progress as progress_lib
 from tfnas import search_model
 from tfnas import summaries
+from tfnas import stopping
 from tfnas import training
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
@@ -241,10 +242,10 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   and TensorBoard events in train/ and validation/. Running again with the
   same model_dir resumes from the last readable checkpoint.
 
-  `stop_request` (a checkpointing.StopRequest, set by a signal handler) makes
-  the run write a checkpoint after the step in flight and raise
-  checkpointing.Stopped. `stop_at_step` ends the run early (with a checkpoint)
-  after that global step and returns None, as an interruption would.
+  `stop_request` (a stopping.StopRequest, set by a signal handler) makes the
+  run write a checkpoint after the step in flight and raise stopping.Stopped.
+  `stop_at_step` ends the run early (with a checkpoint) after that global step
+  and returns None, as an interruption would.
   `progress` reports the steps (default: a progress.Progress on stderr).
   """
   strategy = strategy or tf.distribute.get_strategy()
@@ -329,7 +330,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
       logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
                    epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
       checkpoints.after_step(stop_request)
-  except checkpointing.Stopped:
+  except stopping.Stopped:
     _flush(writers)  # what was logged before the stop
     raise
   _flush(writers)

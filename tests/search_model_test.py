@@ -1,0 +1,145 @@
+"""The search cell computes its edges per input state; it must equal one mixed op per edge."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfnas import genotype as genotype_lib
+from tfnas import methods
+from tfnas import ops
+from tfnas import search_model
+
+C = 4
+ALL_OPS = genotype_lib.PRIMITIVES + ("sep_conv_7x7",)
+
+
+def _rand(shape, seed):
+  return tf.constant(np.random.default_rng(seed).normal(size=shape), tf.float32)
+
+
+class _ReferenceMixedOp:
+  """The original per-edge MixedOp: sum over ops of weight * op(x), each op its own layer."""
+
+  def __init__(self, primitives, stride):
+    self.primitives = primitives
+    self.ops = {p: ops.make_op(p, C, stride, affine=False, search=True)
+                for p in primitives if p != "none"}
+
+  def __call__(self, x, w):
+    return tf.add_n([w[k] * self.ops[p](x, training=True) for k, p in enumerate(self.primitives)
+                     if p != "none"])
+
+
+def _copy_weights(group, references):
+  """Gives each edge's reference ops the group's slice of the batched parameters."""
+  for i, op in zip(group.op_index, group.candidates):
+    name = group.primitives[i]
+    if name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7"):
+      pairs = [(op.block1, lambda r: r.block1), (op.block2, lambda r: r.block2)]
+    elif name in ("dil_conv_3x3", "dil_conv_5x5"):
+      pairs = [(op, lambda r: r)]
+    elif name == "skip_connect" and group.stride == 2:
+      for m, ref in enumerate(references):
+        for conv in ("conv1", "conv2"):
+          kernel = getattr(op, conv).kernel.numpy()
+          half = kernel.shape[-1] // len(references)
+          getattr(ref.ops[name], conv).kernel.assign(kernel[..., m * half:(m + 1) * half])
+      continue
+    else:
+      continue  # parameter-free
+    for batched, pick in pairs:
+      depthwise, pointwise = batched.depthwise.kernel.numpy(), batched.pointwise.kernel.numpy()
+      for m, ref in enumerate(references):
+        block = pick(ref.ops[name])
+        block.depthwise.kernel.assign(depthwise[:, :, m * C:(m + 1) * C, :])
+        block.pointwise.kernel.assign(pointwise[..., m * C:(m + 1) * C])
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_cell_equals_one_mixed_op_per_edge(reduction):
+  space = search_model.SearchSpace(primitives=ALL_OPS, steps=3, layers=3, init_channels=C)
+  cell = search_model.SearchCell(space, C, reduction, reduction_prev=False)
+  s0, s1 = _rand([2, 8, 8, 6], 1), _rand([2, 8, 8, 5], 2)
+  weights = tf.Variable(tf.nn.softmax(_rand([space.num_edges, len(ALL_OPS)], 3)))
+  cell(tf.zeros_like(s0), tf.zeros_like(s1), weights, training=True)  # builds every layer
+
+  edges = genotype_lib.edges(space.steps)
+  references = []
+  for group, edge_ids in zip(cell.groups, cell.edges_from):
+    refs = [_ReferenceMixedOp(ALL_OPS, group.stride) for _ in edge_ids]
+    for ref, e in zip(refs, edge_ids):
+      ref(tf.zeros([2, 8, 8, C]), weights[e])  # builds it, with the statistics of the cell's
+    _copy_weights(group, refs)
+    references += list(zip(edge_ids, refs))
+  references = [ref for _, ref in sorted(references, key=lambda pair: pair[0])]
+
+  def reference_cell(s0, s1):
+    states = [cell.preprocess0(s0, training=True), cell.preprocess1(s1, training=True)]
+    for node in range(2, 2 + space.steps):
+      states.append(tf.add_n([references[e](states[src], weights[e])
+                              for e, (to, src) in enumerate(edges) if to == node]))
+    return tf.concat(states[2:], axis=-1)
+
+  def run(fn):
+    with tf.GradientTape() as tape:
+      tape.watch([s0, s1])
+      y = fn()
+      loss = tf.reduce_sum(y * _rand(y.shape, 4))
+    return [y.numpy()] + [tf.convert_to_tensor(g).numpy()
+                          for g in tape.gradient(loss, [s0, s1, weights])]
+
+  got = run(lambda: cell(s0, s1, weights, training=True))
+  want = run(lambda: reference_cell(s0, s1))
+  assert got[0].shape == ((2, 4, 4, 3 * C) if reduction else (2, 8, 8, 3 * C))
+  for name, a, b in zip(["output", "d/ds0", "d/ds1", "d/dweights"], got, want):
+    # Float32 round-off of sums in another order, relative to the array's scale.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max(), err_msg=name)
+  # The batch-norm running statistics are each edge's, side by side.
+  for group, edge_ids in zip(cell.groups, cell.edges_from):
+    for i, op in zip(group.op_index, group.candidates):
+      name = group.primitives[i]
+      if name not in ("sep_conv_3x3", "dil_conv_5x5"):
+        continue
+      bn = op.block2.bn if name.startswith("sep") else op.bn
+      per_edge = [references[e].ops[name] for e in edge_ids]
+      per_edge = [r.block2.bn if name.startswith("sep") else r.bn for r in per_edge]
+      np.testing.assert_allclose(
+          bn.moving_mean.numpy(), np.concatenate([r.moving_mean.numpy() for r in per_edge]),
+          rtol=1e-4, atol=1e-6)
+
+
+def test_parameters_are_those_of_one_mixed_op_per_edge():
+  space = search_model.SearchSpace(primitives=ALL_OPS, steps=4, layers=3, init_channels=C)
+  for reduction in (False, True):
+    cell = search_model.SearchCell(space, C, reduction, reduction_prev=False)
+    cell(_rand([1, 8, 8, C], 1), _rand([1, 8, 8, C], 2),
+         tf.ones([space.num_edges, len(ALL_OPS)]))
+    batched = sum(int(np.prod(v.shape)) for g in cell.groups for v in g.trainable_weights)
+    per_edge = 0
+    for _, src in genotype_lib.edges(space.steps):
+      for p in ALL_OPS:
+        op = ops.make_op(p, C, 2 if reduction and src < 2 else 1, affine=False, search=True)
+        op(tf.zeros([1, 8, 8, C]), training=True)
+        per_edge += sum(int(np.prod(v.shape)) for v in op.trainable_weights)
+    assert batched == per_edge > 0
+
+
+def test_each_edge_gets_its_own_noise_on_skip_connect():
+  x = _rand([8, 16, 16, C], 5)
+  seed = tf.constant([1, 2], tf.int64)
+  for stride in (1, 2):
+    group = search_model.EdgeGroup(("skip_connect",), C, stride, edges=3,
+                                   noise=methods.NoiseConfig())
+    w = tf.ones([3, 1])
+    noisy = group(x, w, training=True, noise_seed=seed).numpy()
+    np.testing.assert_array_equal(noisy, group(x, w, training=True, noise_seed=seed).numpy())
+    if stride == 1:
+      clean = np.broadcast_to(x.numpy()[..., None, :], noisy.shape)
+    else:  # each edge's own FactorizedReduce, in training mode (batch statistics)
+      y = group.candidates[0](tf.nn.relu(x), training=True).numpy()
+      clean = y.reshape(noisy.shape)
+    for m in range(3):
+      # Unbiased Gaussian noise, std 0.2 * the std of that edge's output.
+      d = noisy[..., m, :] - clean[..., m, :]
+      assert abs(d.mean()) < 0.05 * d.std()
+      assert d.std() == pytest.approx(0.2 * clean[..., m, :].std(ddof=1), rel=0.05)
+    assert not np.allclose(noisy[..., 0, :], noisy[..., 1, :])  # independent draws per edge

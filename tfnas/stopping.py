@@ -1,0 +1,24 @@
+"""Stopping a run on request (a signal), without TensorFlow: the tools import this early."""
+
+
+class StopRequest:
+  """A flag that a signal handler sets and the training loop reads after each step."""
+
+  def __init__(self):
+    self.reason = None
+
+  def request(self, reason):
+    if self.reason is None:
+      self.reason = reason
+
+  def __bool__(self):
+    return self.reason is not None
+
+
+class Stopped(Exception):
+  """The run stopped on request after writing a checkpoint at `step`."""
+
+  def __init__(self, reason, step, checkpoint):
+    super().__init__(f"stopped by {reason} at step {step}; checkpoint {checkpoint} written: "
+                     f"run the same command again to resume")
+    self.reason, self.step, self.checkpoint = reason, step, checkpoint
