@@ -18,6 +18,7 @@ def test_benchmark_tool_reports_the_real_step():
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.splitlines()[-1])
   assert out["impl"] == "tfnas" and out["replicas"] == 1 and out["peak_gpu_mb"] is None
+  assert out["graph_optimizer"] is False  # auto: off without a GPU
   assert out["first_step_s"] > out["step_s"] > 0  # the first step includes building the graph
   assert out["images_per_s"] == pytest.approx(8 / out["step_s"], rel=1e-2)
   assert out["peak_rss_mb"] > 100  # TensorFlow alone takes more
@@ -37,3 +38,21 @@ def test_benchmark_tool_rejects_an_image_size_the_network_cannot_reduce():
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "error: images of 6x6 do not fit 2 reductions" in result.stderr
+
+
+def test_graph_optimizer_modes():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfnas import distribute  # pylint: disable=g-import-not-at-top
+  from tfnas.errors import UserInputError  # pylint: disable=g-import-not-at-top
+  before = tf.config.optimizer.get_experimental_options()
+  try:
+    assert distribute.configure_graph_optimizer("on") and distribute.graph_optimizer_enabled()
+    assert not distribute.configure_graph_optimizer("off")
+    assert not distribute.graph_optimizer_enabled()
+    assert distribute.configure_graph_optimizer("auto") == bool(
+        tf.config.list_physical_devices("GPU"))
+    with pytest.raises(UserInputError, match="unknown graph optimizer mode 'fast'"):
+      distribute.configure_graph_optimizer("fast")
+  finally:
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": before.get("disable_meta_optimizer", False)})

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,14 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
   assert os.listdir(os.path.join(model_dir, "train")) and os.listdir(
       os.path.join(model_dir, "validation"))
   assert "genotype.json: " + os.path.join(model_dir, "genotype.json") in result.stdout
+  # The closing summary: the derived network's size (or why there is none) and the wall time.
+  summary = dict(line.split(": ", 1) for line in result.stdout.splitlines()[1:] if ": " in line)
+  assert re.fullmatch(r"\d+:\d\d", summary["wall time"])
+  derived = [line for line in result.stdout.splitlines() if line.startswith("derived network")]
+  assert len(derived) == 1
+  if method == "darts":  # the DARTS rule always keeps two inputs per node
+    assert re.fullmatch(r"derived network \(C=36, 20 cells, 8x8 images\): [\d,]+ params "
+                        r"\([\d,]+ with the auxiliary head\), [\d,]+ MACs", derived[0])
 
   if method == "fair_darts":
     # derive.py re-derives with another rule, without searching again.

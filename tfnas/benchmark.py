@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas import searcher as searcher_lib
 
 
@@ -52,5 +53,6 @@ def benchmark_search_step(space, method, config, image_size, steps, strategy):
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "peak_gpu_mb": None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
       "replicas": strategy.num_replicas_in_sync,
+      "graph_optimizer": distribute.graph_optimizer_enabled(),
       "params": int(sum(np.prod(v.shape) for v in searcher.weight_variables)),
   }

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfnas import checkpointing
 from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
@@ -214,6 +215,7 @@ def _params(space, method, config, data_config, data, num_replicas):
           "val_examples": len(data.val.labels),
           "tensorflow": tf.__version__,
           "keras": keras.__version__,
+          "graph_optimizer": distribute.graph_optimizer_enabled(),
       },
   }
 

@@ -29,6 +29,9 @@ _STRATEGY = flags.DEFINE_enum(
     "As in tools/search.py.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
                                     lower_bound=1)
+_GRAPH_OPTIMIZER = flags.DEFINE_enum(
+    "graph_optimizer", "auto", ["auto", "on", "off"],
+    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
 
 
 def main(argv):
@@ -36,6 +39,7 @@ def main(argv):
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import distribute
   distribute.configure_cpu_devices(_CPU_DEVICES.value)
+  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
   from tfnas import benchmark
   from tfnas import genotype
   from tfnas import methods

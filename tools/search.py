@@ -102,6 +102,9 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
                                     "Split the CPU into N logical devices (N replicas).",
                                     lower_bound=1)
 _TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
+_GRAPH_OPTIMIZER = flags.DEFINE_enum(
+    "graph_optimizer", "auto", ["auto", "on", "off"],
+    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
 _SYNC_BN = flags.DEFINE_boolean("synchronized_bn", None,
                                 "Batch statistics over all replicas (default: on with >1).")
 _LOG_EVERY = flags.DEFINE_integer("log_every_steps", 50, "Steps between log lines and summaries.",
@@ -120,6 +123,7 @@ def main(argv):
   # Before anything else touches TensorFlow's devices.
   from tfnas import distribute
   distribute.configure_cpu_devices(_CPU_DEVICES.value)
+  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
 
   from tfnas import data as data_lib
   from tfnas import genotype as genotype_lib

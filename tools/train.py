@@ -65,6 +65,9 @@ _STRATEGY = flags.DEFINE_enum(
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices.",
                                     lower_bound=1)
 _TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
+_GRAPH_OPTIMIZER = flags.DEFINE_enum(
+    "graph_optimizer", "auto", ["auto", "on", "off"],
+    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
 
 
 def main(argv):
@@ -73,6 +76,7 @@ def main(argv):
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import distribute
   distribute.configure_cpu_devices(_CPU_DEVICES.value)
+  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
   from tfnas import data as data_lib
   from tfnas import progress
   from tfnas import trainer
