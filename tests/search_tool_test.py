@@ -74,8 +74,9 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
   derived = [line for line in result.stdout.splitlines() if line.startswith("derived network")]
   assert len(derived) == 1
   if method == "darts":  # the DARTS rule always keeps two inputs per node
-    assert re.fullmatch(r"derived network \(C=36, 20 cells, 8x8 images\): [\d,]+ params "
-                        r"\([\d,]+ with the auxiliary head\), [\d,]+ MACs", derived[0])
+    # 8x8 digits are too small for the auxiliary head: counted without it.
+    assert re.fullmatch(r"derived network \(C=36, 20 cells, 8x8 images\): [\d,]+ params, "
+                        r"[\d,]+ MACs", derived[0])
 
   if method == "fair_darts":
     # derive.py re-derives with another rule, without searching again.

@@ -17,6 +17,7 @@ from tfnas import ops
 from tfnas import search_model
 from tfnas import searcher
 from tfnas import summaries
+from tfnas import zoo
 from tfnas.errors import UserInputError
 
 SPACE = search_model.SearchSpace(primitives=("max_pool_3x3", "skip_connect", "sep_conv_3x3"),
@@ -286,3 +287,14 @@ def test_bad_settings_are_refused(tmp_path):
                     _two_cpus(), DATA)
   with pytest.raises(UserInputError, match="batch_size must be >= 1"):
     searcher.SearchConfig(batch_size=0)
+
+
+def test_derived_network_figures_for_the_closing_summary():
+  figures = searcher.derived_network_figures(zoo.get("DARTS_V2"), 10, (32, 32, 3))
+  assert (figures["params"], figures["params_with_aux"], figures["macs"]) == (
+      3_349_342, 3_825_768, 528_359_040)  # the published network's counts
+  small = searcher.derived_network_figures(zoo.get("DARTS_V2"), 10, (8, 8, 3))
+  assert small["params"] == 3_349_342 and "params_with_aux" not in small  # no room for aux
+  empty = genotype_lib.from_json({"normal": [], "normal_concat": [], "reduce": [],
+                                  "reduce_concat": []})
+  assert "no existing node" in searcher.derived_network_figures(empty, 10, (32, 32, 3))["error"]

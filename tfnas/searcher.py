@@ -351,15 +351,23 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
 def derived_network_figures(genotype, num_classes, image_shape, init_channels=36, layers=20):
   """Params and MACs of the genotype's evaluation network (DARTS CIFAR: C=36, 20 cells).
 
-  Returns eval_model.figures' dict, or {"error": why} when the genotype builds no network
-  (e.g. a Fair DARTS genotype with no edge over the threshold).
+  Returns eval_model.figures' dict (without params_with_aux when the images are too small
+  for the auxiliary head), or {"error": why} when the genotype builds no network (e.g. a
+  Fair DARTS genotype with no edge over the threshold).
   """
-  try:
-    network = eval_model.NetworkCIFAR(genotype, init_channels, layers, num_classes,
-                                      auxiliary=True)
-    return eval_model.figures(network, genotype, image_shape[:2])
-  except UserInputError as e:
-    return {"error": str(e)}
+  error = None
+  for auxiliary in (True, False):
+    try:
+      network = eval_model.NetworkCIFAR(genotype, init_channels, layers, num_classes,
+                                        auxiliary=auxiliary)
+      figures = eval_model.figures(network, genotype, image_shape[:2])
+    except UserInputError as e:
+      error = error or str(e)
+      continue
+    if not auxiliary:
+      del figures["params_with_aux"]
+    return figures
+  return {"error": error}
 
 
 class _Totals:

@@ -184,8 +184,10 @@ def main(argv):
   if "error" in figures:
     print(f"derived network: none ({figures['error']})")
   else:
-    print(f"derived network (C=36, 20 cells, {h}x{w} images): {figures['params']:,} params "
-          f"({figures['params_with_aux']:,} with the auxiliary head), {figures['macs']:,} MACs")
+    aux = figures.get("params_with_aux")
+    aux = "" if aux is None else f" ({aux:,} with the auxiliary head)"
+    print(f"derived network (C=36, 20 cells, {h}x{w} images): {figures['params']:,} params"
+          f"{aux}, {figures['macs']:,} MACs")
   print(f"wall time: {progress.format_duration(time.perf_counter() - start)}")
   for name, path in result.files.items():
     print(f"{name}: {path}")
