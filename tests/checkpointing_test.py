@@ -54,17 +54,20 @@ def test_saves_at_the_time_interval(tmp_path, monkeypatch):
 
 
 def test_a_stop_request_saves_and_raises(tmp_path):
-  run = _Run(tmp_path)
   request = stopping.StopRequest()
+  run = _Run(tmp_path, stop_request=request)
+  assert not request.unsaved_steps  # nothing ran: a signal may stop at once
   run.advance(5)
-  run.checkpointer.after_step(request)  # no request, no interval: nothing
+  run.checkpointer.after_step()  # no request, no interval: nothing written
   assert run.checkpointer.manager.latest_checkpoint is None
+  assert request.unsaved_steps  # now a stop must write a checkpoint first
   request.request("SIGTERM")
   request.request("SIGINT")  # the first reason stays
   with pytest.raises(stopping.Stopped, match="stopped by SIGTERM at step 1") as stop:
-    run.checkpointer.after_step(request)
+    run.checkpointer.after_step()
   assert stop.value.checkpoint == run.checkpointer.manager.latest_checkpoint
   assert stop.value.checkpoint.endswith("ckpt-1")
+  assert not request.unsaved_steps
 
 
 def test_weights_that_are_not_finite_are_never_saved(tmp_path):

@@ -190,3 +190,18 @@ def test_a_full_disk_is_one_clear_line_and_keeps_what_was_written(tmp_path):
   assert errors[0].endswith("File too large")
   with open(tmp_path / "params.json") as f:
     assert json.load(f)["search"]["epochs"] == 1
+
+
+def test_a_stop_before_the_first_step_exits_at_once(tmp_path):
+  # While the graph is built there is nothing to save: SIGTERM stops without waiting.
+  proc = subprocess.Popen(_command("search.py", TINY_SEARCH, tmp_path), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not (tmp_path / "params.json").exists():  # written just before the network is built
+    assert proc.poll() is None and time.monotonic() < deadline
+    time.sleep(0.005)
+  assert _stop(proc, signal.SIGTERM) == 128 + signal.SIGTERM
+  stderr = proc.stderr.read()
+  proc.stderr.close()
+  assert "stopped by SIGTERM with no step since the last checkpoint" in stderr, stderr[-3000:]
+  assert "Traceback" not in stderr and _checkpoint_steps(tmp_path) == []

@@ -44,13 +44,16 @@ class Checkpointer:
     every_steps: save when this many steps passed since the last save (0: off).
     every_secs: save when this many seconds passed since the last save (0: off).
     variables: what must be finite before a save (default: everything saved).
+    stop_request: a stopping.StopRequest honoured by after_step(); its
+      unsaved_steps tells a signal handler whether stopping at once would lose a step.
   """
 
   def __init__(self, checkpoint, directory, step_counter, max_to_keep=3, every_steps=0,
-               every_secs=0.0, variables=None):
+               every_secs=0.0, variables=None, stop_request=None):
     self.checkpoint, self.directory, self.step_counter = checkpoint, directory, step_counter
     self.every_steps, self.every_secs = every_steps, every_secs
     self.variables = variables
+    self.stop_request = stop_request
     self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep,
                                               step_counter=step_counter)
     self._saved_step, self._saved_time = None, time.monotonic()
@@ -115,16 +118,23 @@ class Checkpointer:
       raise FloatingPointError(
           f"{bad[0]} is not finite at step {step}; the last checkpoint in {self.directory} is "
           f"kept")
+    self._mark_unsaved(True)  # a signal now waits for the save to finish
     try:
       path = self.manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:
       raise RunError(f"cannot write a checkpoint in {self.directory}: {_first_line(e)}") from None
     self._saved_step, self._saved_time = step, time.monotonic()
+    self._mark_unsaved(False)
     return path
 
-  def after_step(self, stop_request=None):
-    """Saves when due; on a stop request saves and raises Stopped."""
-    if stop_request:
-      raise Stopped(stop_request.reason, self._step(), self.save())
+  def _mark_unsaved(self, value):
+    if self.stop_request is not None:
+      self.stop_request.unsaved_steps = value
+
+  def after_step(self):
+    """After every step: saves when due; on a stop request saves and raises Stopped."""
+    self._mark_unsaved(True)
+    if self.stop_request:
+      raise Stopped(self.stop_request.reason, self._step(), self.save())
     if self.due():
       self.save()

@@ -26,6 +26,8 @@ def _install_signal_handlers():
     if STOP and STOP.reason == name and signum == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C: stop at once
     STOP.request(name)
+    if not STOP.unsaved_steps:  # e.g. while the graph is built: nothing to save
+      raise Stopped(name)
     print(f"{name} received: stopping after the current step with a checkpoint",
           file=sys.stderr, flush=True)
 

@@ -271,7 +271,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   checkpoints = checkpointing.Checkpointer(
       searcher.checkpoint, os.path.join(model_dir, "checkpoints"), searcher.global_step,
       config.max_checkpoints, config.checkpoint_every_steps, config.checkpoint_every_secs,
-      variables=searcher.model.weights)
+      variables=searcher.model.weights, stop_request=stop_request)
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s at step %d", restored, int(searcher.global_step.numpy()))
@@ -321,7 +321,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
           _flush(writers)
           return None
         if not last:  # the epoch's end writes its own checkpoint and files first
-          checkpoints.after_step(stop_request)
+          checkpoints.after_step()
       progress.end_epoch()
       searcher.epoch.assign(epoch + 1)
       checkpoints.save()
@@ -331,7 +331,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
       _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
       logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
                    epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
-      checkpoints.after_step(stop_request)
+      checkpoints.after_step()
   except stopping.Stopped:
     _flush(writers)  # what was logged before the stop
     raise

@@ -6,6 +6,9 @@ class StopRequest:
 
   def __init__(self):
     self.reason = None
+    # Whether steps ran since the last checkpoint (set by the training loop). While
+    # none did, a stop loses nothing and need not wait for a step (or a graph build).
+    self.unsaved_steps = False
 
   def request(self, reason):
     if self.reason is None:
@@ -18,7 +21,10 @@ class StopRequest:
 class Stopped(Exception):
   """The run stopped on request after writing a checkpoint at `step`."""
 
-  def __init__(self, reason, step, checkpoint):
-    super().__init__(f"stopped by {reason} at step {step}; checkpoint {checkpoint} written: "
-                     f"run the same command again to resume")
+  def __init__(self, reason, step=None, checkpoint=None):
+    if checkpoint is None:
+      what = "with no step since the last checkpoint"
+    else:
+      what = f"at step {step}; checkpoint {checkpoint} written"
+    super().__init__(f"stopped by {reason} {what}: run the same command again to resume")
     self.reason, self.step, self.checkpoint = reason, step, checkpoint

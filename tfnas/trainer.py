@@ -140,7 +140,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
                                    epoch=epoch_var)
   checkpoints = checkpointing.Checkpointer(
       checkpoint, os.path.join(model_dir, "checkpoints"), global_step, config.max_checkpoints,
-      config.checkpoint_every_steps, config.checkpoint_every_secs, variables=network.weights)
+      config.checkpoint_every_steps, config.checkpoint_every_secs, variables=network.weights,
+      stop_request=stop_request)
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s", restored)
@@ -214,7 +215,7 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
         progress.end_epoch()
         return None
       if step_in_epoch + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
-        checkpoints.after_step(stop_request)
+        checkpoints.after_step()
     progress.end_epoch()
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
@@ -237,7 +238,7 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
     training.write_json(_eval_summary(history, counts, genotype), eval_path)
     logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
                  epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
-    checkpoints.after_step(stop_request)
+    checkpoints.after_step()
   for w in writers.values():
     w.flush()
   summary = _eval_summary(history, counts, genotype)
