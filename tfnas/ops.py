@@ -348,30 +348,35 @@ class Zero(Block):
     return tf.zeros_like(x[:, ::self.stride, ::self.stride, :])
 
 
+# The pooling primitives (their kind) and the convolution primitives (separable or dilated,
+# kernel size, padding, dilation), as in the original operations.py.
+POOL_OPS = {"max_pool_3x3": "max", "avg_pool_3x3": "avg"}
+CONV_OPS = {"sep_conv_3x3": ("sep", 3, 1, 1), "sep_conv_5x5": ("sep", 5, 2, 1),
+            "sep_conv_7x7": ("sep", 7, 3, 1), "dil_conv_3x3": ("dil", 3, 2, 2),
+            "dil_conv_5x5": ("dil", 5, 4, 2)}
+
+
+def conv_op(name, c_out, stride, affine, synchronized=False, groups=1, relu=True):
+  """One of CONV_OPS; `groups` and `relu` as in DilConv (the search cell's batched edges)."""
+  kind, kernel, padding, dilation = CONV_OPS[name]
+  if kind == "sep":
+    return SepConv(c_out, kernel, stride, padding, affine, synchronized, groups, relu)
+  return DilConv(c_out, kernel, stride, padding, dilation, affine, synchronized, groups, relu)
+
+
 def make_op(name, c, stride, affine, search=False, synchronized=False):
   """Builds one primitive with C channels in and out.
 
   `search=True` adds the BN after each pool (the search network only).
   """
-  bn = lambda: BatchNorm(False, synchronized) if search else None  # noqa: E731
   if name == "none":
     return Zero(stride)
-  if name == "max_pool_3x3":
-    return Pool("max", stride, bn())
-  if name == "avg_pool_3x3":
-    return Pool("avg", stride, bn())
+  if name in POOL_OPS:
+    return Pool(POOL_OPS[name], stride, BatchNorm(False, synchronized) if search else None)
   if name == "skip_connect":
     return Identity() if stride == 1 else FactorizedReduce(c, affine, synchronized)
-  if name == "sep_conv_3x3":
-    return SepConv(c, 3, stride, 1, affine, synchronized)
-  if name == "sep_conv_5x5":
-    return SepConv(c, 5, stride, 2, affine, synchronized)
-  if name == "sep_conv_7x7":
-    return SepConv(c, 7, stride, 3, affine, synchronized)
-  if name == "dil_conv_3x3":
-    return DilConv(c, 3, stride, 2, 2, affine, synchronized)
-  if name == "dil_conv_5x5":
-    return DilConv(c, 5, stride, 4, 2, affine, synchronized)
+  if name in CONV_OPS:
+    return conv_op(name, c, stride, affine, synchronized)
   raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(OP_NAMES)}")
 
 

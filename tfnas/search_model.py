@@ -63,12 +63,6 @@ def _replica_id():
   return 0 if ctx is None else ctx.replica_id_in_sync_group
 
 
-_POOLS = {"max_pool_3x3": "max", "avg_pool_3x3": "avg"}
-_CONVS = {"sep_conv_3x3": (ops.SepConv, 3, 1, 1), "sep_conv_5x5": (ops.SepConv, 5, 2, 1),
-          "sep_conv_7x7": (ops.SepConv, 7, 3, 1), "dil_conv_3x3": (ops.DilConv, 3, 2, 2),
-          "dil_conv_5x5": (ops.DilConv, 5, 4, 2)}  # class, kernel, padding, dilation
-
-
 class EdgeGroup(ops.Block):
   """The mixed ops of every edge that leaves one state of a cell, computed together.
 
@@ -92,19 +86,13 @@ class EdgeGroup(ops.Block):
     for k, name in enumerate(self.primitives):
       if name == "none":
         continue
-      if name in _POOLS:
-        op = ops.Pool(_POOLS[name], stride, ops.BatchNorm(False, synchronized))
+      if name in ops.POOL_OPS:
+        op = ops.Pool(ops.POOL_OPS[name], stride, ops.BatchNorm(False, synchronized))
       elif name == "skip_connect":
         op = (ops.Identity() if stride == 1
               else ops.FactorizedReduce(c, False, synchronized, edges=edges, relu=False))
-      elif name in _CONVS:
-        cls, kernel, padding, dilation = _CONVS[name]
-        if cls is ops.SepConv:
-          op = ops.SepConv(edges * c, kernel, stride, padding, False, synchronized,
-                           groups=edges, relu=False)
-        else:
-          op = ops.DilConv(edges * c, kernel, stride, padding, dilation, False, synchronized,
-                           groups=edges, relu=False)
+      elif name in ops.CONV_OPS:
+        op = ops.conv_op(name, edges * c, stride, False, synchronized, groups=edges, relu=False)
       else:
         raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(ops.OP_NAMES)}")
       self.op_index.append(k)
@@ -113,19 +101,20 @@ class EdgeGroup(ops.Block):
   def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
     """x: [B, H, W, C]; weights: [edges, ops]. Returns [B, H', W', edges, C]."""
     names = [self.primitives[i] for i in self.op_index]
-    rectified = tf.nn.relu(x) if any(n in _CONVS or (n == "skip_connect" and self.stride > 1)
-                                     for n in names) else None
-    tiled = tf.tile(rectified, [1, 1, 1, self.edges]) if any(n in _CONVS for n in names) else None
+    convs = any(n in ops.CONV_OPS for n in names)
+    reduces = "skip_connect" in names and self.stride > 1
+    rectified = tf.nn.relu(x) if convs or reduces else None  # shared by those ops
+    tiled = tf.tile(rectified, [1, 1, 1, self.edges]) if convs else None
     out = None
     columns = tf.unstack(tf.expand_dims(weights, -1), axis=1)  # per op: [edges, 1]
     for i, name, op in zip(self.op_index, names, self.candidates):
       w = columns[i]  # broadcasts over the channels
-      if name in _CONVS:
+      if name in ops.CONV_OPS:
         y = self._split_edges(op(tiled, training=training))
       elif name == "skip_connect" and self.stride > 1:
         y = self._split_edges(op(rectified, training=training))
       else:  # the same on every edge: [B, H', W', 1, C]
-        y = op(x, training=training)[..., None, :]
+        y = tf.expand_dims(op(x, training=training), -2)
       if name == "skip_connect" and training and self.noise is not None:
         y = self._noisy(y, noise_seed, noise_scale)
       y = y * w  # [B, H', W', edges, C], also for the shared ops
