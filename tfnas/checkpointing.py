@@ -43,7 +43,7 @@ class Checkpointer:
     max_to_keep: how many checkpoints are kept.
     every_steps: save when this many steps passed since the last save (0: off).
     every_secs: save when this many seconds passed since the last save (0: off).
-    variables: what must be finite before a save (default: everything saved).
+    variables: what must be finite before a save (default: none is checked).
     stop_request: a stopping.StopRequest honoured by after_step(); its
       unsaved_steps tells a signal handler whether stopping at once would lose a step.
   """

@@ -97,8 +97,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   model_dir receives params.json, checkpoints/ (network, optimizer, step,
   epoch; every epoch and at the config's interval), TensorBoard events in
   train/ and validation/, and eval.json with the final and best test accuracy.
-  Returns eval.json's dict, or None when stopped early
-  by `stop_at_step`. `stop_request` and `progress` as in searcher.search.
+  Returns eval.json's dict, or None when stopped early by `stop_at_step`.
+  `stop_request` and `progress` as in searcher.search.
   """
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
