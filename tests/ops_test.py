@@ -293,6 +293,89 @@ def test_batch_norm_inference_uses_moving_statistics_and_affine_parameters():
   np.testing.assert_array_equal(np.asarray(bn.moving_mean), mm)
 
 
+@pytest.mark.parametrize('affine', [False, True])
+def test_batch_norm_extra_scale_multiplies_the_output(affine):
+  x = _rand([4, 3, 3, C], seed=13, loc=1.0)
+  scale = tf.constant(_rand([C], seed=14))
+  plain, scaled = ops.BatchNorm(affine=affine), ops.BatchNorm(affine=affine)
+  _built(plain, x, training=True)
+  _built(scaled, x, training=True)
+  if affine:
+    for bn in (plain, scaled):
+      bn.gamma.assign(_rand([C], seed=15))
+      bn.beta.assign(_rand([C], seed=16))
+  for training in (True, False):
+    with tf.GradientTape() as tape:
+      tape.watch(scale)
+      y = scaled(tf.constant(x), training=training, scale=scale)
+    want = plain(tf.constant(x), training=training) * scale
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    # d sum(y) / d scale = sum over pixels of the unscaled output.
+    np.testing.assert_allclose(tape.gradient(y, scale),
+                               np.sum(want / scale, axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------
+# Recomputing the separable blocks in the backward pass.
+
+
+def test_recomputed_gradients_equal_the_direct_ones():
+  x = tf.constant(_rand([2, 6, 6, C], seed=20))
+  k1 = tf.Variable(_rand([3, 3, C, 1], seed=21))
+  k2 = tf.Variable(_rand([1, 1, C, 5], seed=22))
+
+  def f(x, a, b):
+    return tf.nn.conv2d(tf.nn.relu(tf.nn.depthwise_conv2d(x, a, [1] * 4, 'SAME')), b, 1, 'SAME')
+
+  @tf.function
+  def grads(recompute):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = ops.recomputed(f, x, k1, k2) if recompute else f(x, k1, k2)
+      loss = tf.reduce_sum(tf.sin(y))
+    return [y] + tape.gradient(loss, [x, k1, k2])
+
+  for got, want in zip(grads(True), grads(False)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_sep_conv_backward_recomputes_instead_of_keeping_the_depthwise_output():
+  op = ops.make_op('sep_conv_3x3', C, 1, affine=False)
+  x = tf.constant(_rand([2, 6, 6, C], seed=23))
+  op(x, training=True)
+
+  forward_ops = set()
+
+  @tf.function
+  def step(x):
+    with tf.GradientTape() as tape:
+      y = op(x, training=True)
+    forward_ops.update(o.name for o in tf.compat.v1.get_default_graph().get_operations())
+    return tape.gradient(y, op.trainable_weights)
+
+  graph = step.get_concrete_function(x).graph
+  depthwise = [o for o in graph.get_operations() if o.type == 'DepthwiseConv2dNative']
+  forward = [o for o in depthwise if o.name in forward_ops]
+  assert len(forward) == 2 and len(depthwise) == 4  # each block's conv, run again for its grads
+  for o in forward:  # the forward output feeds only the next conv, no gradient op
+    assert [c.type for c in o.outputs[0].consumers()] == ['Conv2D']
+
+  def backward_ops_before(o):  # the gradient computations that o waits for
+    found, seen, todo = [], set(), [o]
+    while todo:
+      for a in [t.op for t in todo[-1].inputs] + list(todo.pop().control_inputs):
+        if a.name not in seen:
+          seen.add(a.name)
+          todo.append(a)
+          if a.name not in forward_ops and a.type != 'Identity':
+            found.append(a)
+    return found
+
+  for o in depthwise:
+    if o not in forward:  # recomputed only once the backward pass reaches the block
+      assert backward_ops_before(o)
+
+
 # ----------------------------------------------------------------------------
 # Initialization.
 

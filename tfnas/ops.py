@@ -113,9 +113,14 @@ class BatchNorm(keras.layers.Layer):
     self.moving_variance.assign(
         self.moving_variance * (1.0 - m) + tf.stop_gradient(unbiased_var) * m)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, scale=None):
+    """`scale`: an extra per-channel factor on the output (the search cell folds each
+    edge's architecture weight in here: no separate multiply, no saved output)."""
     c = x.shape[-1]
-    scale, offset = self._scale_offset(c, x.dtype)
+    gamma, offset = self._scale_offset(c, x.dtype)
+    if scale is not None:
+      gamma, offset = gamma * scale, offset * scale
+    scale = gamma
     ctx = tf.distribute.get_replica_context()
     if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
       # Statistics of the global batch: all-reduce the sums over the replicas.
@@ -178,13 +183,17 @@ class Conv(keras.layers.Layer):
     self.kernel = self.add_weight(shape=shape, initializer=torch_uniform(fan_in), name="kernel")
 
   def call(self, x):
-    y = self._dilated_as_plain(x) if self.dilation > 1 else None
+    return self.convolve(x, self.kernel)
+
+  def convolve(self, x, kernel):
+    """The convolution with this kernel (the layer's, or its value for a recomputation)."""
+    y = self._dilated_as_plain(x, kernel) if self.dilation > 1 else None
     if y is None:
-      y = self._conv(x, self.stride, self.padding, self.dilation)
+      y = self._conv(x, kernel, self.stride, self.padding, self.dilation)
     self._record_macs(x.shape[-1], y.shape)
     return y
 
-  def _dilated_as_plain(self, x):
+  def _dilated_as_plain(self, x, kernel):
     """A dilated conv padded d*(k-1)/2 is a plain 'SAME' conv on each phase of the image.
 
     The phases are the pixels at the same position modulo the dilation d. At
@@ -196,15 +205,16 @@ class Conv(keras.layers.Layer):
     if 2 * self.padding != d * (self.kernel_size - 1):
       return None
     if self.stride == d:
-      return self._conv(x[:, ::d, ::d, :], 1, self.padding // d, 1)
+      return self._conv(x[:, ::d, ::d, :], kernel, 1, self.padding // d, 1)
     h, w = x.shape[1], x.shape[2]
     if self.stride == 1 and h is not None and w is not None and h % d == 0 and w % d == 0:
       no_pad = [[0, 0], [0, 0]]
       phases = tf.space_to_batch(x, [d, d], no_pad)
-      return tf.batch_to_space(self._conv(phases, 1, self.padding // d, 1), [d, d], no_pad)
+      y = self._conv(phases, kernel, 1, self.padding // d, 1)
+      return tf.batch_to_space(y, [d, d], no_pad)
     return None
 
-  def _conv(self, x, stride, padding, dilation):
+  def _conv(self, x, kernel, stride, padding, dilation):
     # TF has no strided dilated conv: run at stride 1 and subsample (same values).
     subsample = stride if dilation > 1 else 1
     stride = 1 if dilation > 1 else stride
@@ -216,10 +226,10 @@ class Conv(keras.layers.Layer):
     else:
       x, pad = _pad(x, padding), "VALID"
     if self.depthwise:
-      y = tf.nn.depthwise_conv2d(x, self.kernel, [1, stride, stride, 1], pad,
+      y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], pad,
                                  dilations=[dilation, dilation])
     else:
-      y = tf.nn.conv2d(x, self.kernel, stride, pad, dilations=dilation)
+      y = tf.nn.conv2d(x, kernel, stride, pad, dilations=dilation)
     if subsample > 1:
       y = y[:, ::subsample, ::subsample, :]
     return y
@@ -232,6 +242,29 @@ class Conv(keras.layers.Layer):
     per_output = self.kernel_size * self.kernel_size * (
         1 if self.depthwise else c_in // self.groups)
     self.macs = int(h) * int(w) * per_output * self.filters
+
+
+def recomputed(f, x, *variables):
+  """f(x, *values of the variables), keeping only x for the gradient.
+
+  The intermediate results of f are computed again in the backward pass
+  instead of staying in memory from the forward pass: for a depthwise conv
+  followed by a 1x1 conv that costs one depthwise conv and saves a tensor of the
+  input's size per block (about a third of the search step's peak memory).
+  """
+  @tf.custom_gradient
+  def run(x, *values):
+    def grad(dy):
+      # Not before the backward pass gets here: the graph runs an op as soon as
+      # its inputs are ready, which would recompute everything during the forward.
+      with tf.control_dependencies([dy]):
+        inputs = [tf.identity(t) for t in (x, *values)]
+      with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = f(*inputs)  # only the parts the gradient needs stay in the graph
+      return tape.gradient(y, inputs, output_gradients=dy)
+    return f(x, *values), grad
+  return run(x, *[tf.convert_to_tensor(v) for v in variables])
 
 
 class ReLUConvBN(Block):
@@ -267,11 +300,15 @@ class DilConv(keras.layers.Layer):
   def build(self, input_shape):
     self.depthwise = Conv(input_shape[-1], self.kernel_size, self.stride, self.padding,
                           self.dilation, depthwise=True)
+    self.depthwise.build(input_shape)
+    self.pointwise.build(input_shape)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, scale=None):
     if self.relu:
       x = tf.nn.relu(x)
-    return self.bn(self.pointwise(self.depthwise(x)), training=training)
+    y = recomputed(lambda x, dw, pw: self.pointwise.convolve(self.depthwise.convolve(x, dw), pw),
+                   x, self.depthwise.kernel, self.pointwise.kernel)
+    return self.bn(y, training=training, scale=scale)
 
 
 class SepConv(keras.layers.Layer):
@@ -295,8 +332,8 @@ class SepConv(keras.layers.Layer):
     self.block2 = DilConv(self.c_out, self.kernel_size, 1, self.padding, 1, self.affine,
                           self.synchronized, self.groups)
 
-  def call(self, x, training=False):
-    return self.block2(self.block1(x, training=training), training=training)
+  def call(self, x, training=False, scale=None):
+    return self.block2(self.block1(x, training=training), training=training, scale=scale)
 
 
 class FactorizedReduce(Block):
@@ -316,7 +353,7 @@ class FactorizedReduce(Block):
     self.conv2 = Conv(edges * c_out // 2, 1, stride=2)
     self.bn = BatchNorm(affine, synchronized)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, scale=None):
     if self.relu:
       x = tf.nn.relu(x)
     a, b = self.conv1(x), self.conv2(x[:, 1:, 1:, :])
@@ -326,7 +363,7 @@ class FactorizedReduce(Block):
       shape = image_shape(a, self.edges, self.c_out // 2)
       y = tf.concat([tf.reshape(a, shape), tf.reshape(b, shape)], axis=-1)
       y = tf.reshape(y, image_shape(a, self.edges * self.c_out))
-    return self.bn(y, training=training)
+    return self.bn(y, training=training, scale=scale)
 
 
 class Pool(Block):
