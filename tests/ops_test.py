@@ -339,6 +339,26 @@ def test_recomputed_gradients_equal_the_direct_ones():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('kernel_size', [3, 5, 7])
+@pytest.mark.parametrize('stride,padding', [(1, 'SAME'), (2, 'VALID'), (1, 'VALID')])
+def test_depthwise_conv_gradients_equal_tensorflows(kernel_size, stride, padding):
+  x = tf.constant(_rand([2, 9, 9, C], seed=24))
+  kernel = tf.constant(_rand([kernel_size, kernel_size, C, 1], seed=25))
+  dy_seed = _rand([2, 9, 9, C], seed=26)
+
+  def grads(conv):
+    with tf.GradientTape() as tape:
+      tape.watch([x, kernel])
+      y = conv(x, kernel)
+      loss = tf.reduce_sum(y * dy_seed[:, :y.shape[1], :y.shape[2]])
+    return [y] + tape.gradient(loss, [x, kernel])
+
+  want = grads(lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, stride, stride, 1], padding))
+  got = grads(lambda x, k: ops._depthwise_conv(x, k, stride, padding))
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
 def test_sep_conv_backward_recomputes_instead_of_keeping_the_depthwise_output():
   op = ops.make_op('sep_conv_3x3', C, 1, affine=False)
   x = tf.constant(_rand([2, 6, 6, C], seed=23))

