@@ -94,6 +94,12 @@ class EdgeGroup(ops.Block):
       elif name == "skip_connect":
         op = (ops.Identity() if stride == 1
               else ops.FactorizedReduce(c, False, synchronized, edges=edges, relu=False))
+      elif name in ops.CONV_OPS and self._on_even_pixels(name):
+        # A conv dilated by d at stride d only reads the pixels at multiples of d:
+        # a plain conv on those (same parameters), subsampled once for the group.
+        _, kernel, padding, dilation = ops.CONV_OPS[name]
+        op = ops.DilConv(edges * c, kernel, 1, padding // dilation, 1, False, synchronized,
+                         groups=edges, relu=False)
       elif name in ops.CONV_OPS:
         op = ops.conv_op(name, edges * c, stride, False, synchronized, groups=edges, relu=False)
       else:
@@ -101,18 +107,26 @@ class EdgeGroup(ops.Block):
       self.op_index.append(k)
       self.candidates.append(op)
 
+  def _on_even_pixels(self, name):
+    kind, _, _, dilation = ops.CONV_OPS[name]
+    return kind == "dil" and self.stride == dilation
+
   def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
     """x: [B, H, W, C]; weights: [edges, ops]. Returns [B, H', W', edges, C]."""
     names = [self.primitives[i] for i in self.op_index]
-    convs = any(n in ops.CONV_OPS for n in names)
+    convs = [n for n in names if n in ops.CONV_OPS]
     reduces = "skip_connect" in names and self.stride > 1
     rectified = tf.nn.relu(x) if convs or reduces else None  # shared by those ops
-    tiled = tf.tile(rectified, [1, 1, 1, self.edges]) if convs else None
+    tiles = {}  # the rectified input tiled edge-major, and its even pixels tiled
+    if any(not self._on_even_pixels(n) for n in convs):
+      tiles[False] = tf.tile(rectified, [1, 1, 1, self.edges])
+    if any(self._on_even_pixels(n) for n in convs):
+      tiles[True] = tf.tile(rectified[:, ::self.stride, ::self.stride, :], [1, 1, 1, self.edges])
     terms = []
     for i, name, op in zip(self.op_index, names, self.candidates):
       noisy = name == "skip_connect" and training and self.noise is not None
       per_edge = name in ops.CONV_OPS or (name == "skip_connect" and self.stride > 1)
-      inputs = tiled if name in ops.CONV_OPS else rectified
+      inputs = tiles[self._on_even_pixels(name)] if name in ops.CONV_OPS else rectified
       if per_edge and not noisy:
         # Each edge's weight scales its channels in the op's last batch norm.
         scale = tf.reshape(tf.broadcast_to(weights[:, i:i + 1], [self.edges, self.c]), [-1])
