@@ -214,11 +214,22 @@ class Conv(keras.layers.Layer):
   def call(self, x):
     return self.convolve(x, self.kernel)
 
-  def convolve(self, x, kernel):
-    """The convolution with this kernel (the layer's, or its value for a recomputation)."""
-    y = self._dilated_as_plain(x, kernel) if self.dilation > 1 else None
+  def convolve(self, x, kernel, phased=False):
+    """The convolution with this kernel (the layer's, or its value for a recomputation).
+
+    `phased`: x is already split into the phases of the dilation (see
+    _dilated_as_plain; tf.space_to_batch), and so is the result.
+    """
+    d = self.dilation
+    if phased:
+      if self.stride != 1 or 2 * self.padding != d * (self.kernel_size - 1):
+        raise ValueError("only a stride-1 conv padded d*(k-1)/2 runs on the phases")
+      y = self._conv(x, kernel, 1, self.padding // d, 1)
+      self._record_macs(x.shape[-1], [None, y.shape[1] * d, y.shape[2] * d])
+      return y
+    y = self._dilated_as_plain(x, kernel) if d > 1 else None
     if y is None:
-      y = self._conv(x, kernel, self.stride, self.padding, self.dilation)
+      y = self._conv(x, kernel, self.stride, self.padding, d)
     self._record_macs(x.shape[-1], y.shape)
     return y
 
@@ -334,12 +345,14 @@ class DilConv(keras.layers.Layer):
     self.depthwise.build(input_shape)
     self.pointwise.build(input_shape)
 
-  def call(self, x, training=False, scale=None):
+  def call(self, x, training=False, scale=None, phased=False):
+    """`phased`: x (and the result) split into the dilation's phases (Conv.convolve)."""
     if self.relu:
       x = tf.nn.relu(x)
-    y = recomputed(lambda x, dw, pw: self.pointwise.convolve(self.depthwise.convolve(x, dw), pw),
-                   x, self.depthwise.kernel, self.pointwise.kernel)
-    return self.bn(y, training=training, scale=scale)
+    y = recomputed(
+        lambda x, dw, pw: self.pointwise.convolve(self.depthwise.convolve(x, dw, phased), pw),
+        x, self.depthwise.kernel, self.pointwise.kernel)
+    return self.bn(y, training=training, scale=scale)  # the same statistics in phases
 
 
 class SepConv(keras.layers.Layer):
