@@ -324,55 +324,65 @@ class ReLUConvBN(Block):
 class DilConv(keras.layers.Layer):
   """ReLU -> dilated depthwise kxk -> 1x1 conv -> BN (one block).
 
-  With `groups` = k the input holds k edges' channels side by side and the
-  block is k independent blocks (the 1x1 conv is grouped); `relu=False` takes
-  an input that is already rectified (shared by the ops of a search cell).
+  With `groups` = k the block is k independent blocks side by side (the 1x1
+  conv is grouped), one per edge of a search cell. `shared_input`: the input is
+  the already rectified input that those k edges share, one copy of its
+  channels; each edge's copy is made inside the recomputation, so that only the
+  one copy stays in memory for the backward pass.
   """
 
   def __init__(self, c_out, kernel_size, stride, padding, dilation, affine, synchronized=False,
-               groups=1, relu=True, **kwargs):
+               groups=1, shared_input=False, **kwargs):
     super().__init__(**kwargs)
     self.c_out = c_out
     self.kernel_size, self.stride, self.padding, self.dilation = (
         kernel_size, stride, padding, dilation)
-    self.relu = relu
+    self.groups, self.shared_input = groups, shared_input
     self.pointwise = Conv(c_out, 1, groups=groups)
     self.bn = BatchNorm(affine, synchronized)
 
   def build(self, input_shape):
-    self.depthwise = Conv(input_shape[-1], self.kernel_size, self.stride, self.padding,
+    copies = self.groups if self.shared_input else 1
+    shape = (*input_shape[:-1], input_shape[-1] * copies)
+    self.depthwise = Conv(shape[-1], self.kernel_size, self.stride, self.padding,
                           self.dilation, depthwise=True)
-    self.depthwise.build(input_shape)
-    self.pointwise.build(input_shape)
+    self.depthwise.build(shape)
+    self.pointwise.build(shape)
 
   def call(self, x, training=False, scale=None, phased=False):
     """`phased`: x (and the result) split into the dilation's phases (Conv.convolve)."""
-    if self.relu:
+    copies = self.groups if self.shared_input else 1
+    if not self.shared_input:
       x = tf.nn.relu(x)
-    y = recomputed(
-        lambda x, dw, pw: self.pointwise.convolve(self.depthwise.convolve(x, dw, phased), pw),
-        x, self.depthwise.kernel, self.pointwise.kernel)
+
+    def block(x, dw, pw):
+      if copies > 1:
+        x = tf.tile(x, [1, 1, 1, copies])  # edge-major: each edge's copy of the channels
+      return self.pointwise.convolve(self.depthwise.convolve(x, dw, phased), pw)
+
+    y = recomputed(block, x, self.depthwise.kernel, self.pointwise.kernel)
     return self.bn(y, training=training, scale=scale)  # the same statistics in phases
 
 
 class SepConv(keras.layers.Layer):
   """Two stacked separable blocks; the stride is on the first depthwise conv only.
 
-  `groups` and `relu` as in DilConv (the second block always rectifies).
+  `groups` as in DilConv; `shared_input` applies to the first block (the second
+  takes each edge's own channels).
   """
 
   def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, groups=1,
-               relu=True, **kwargs):
+               shared_input=False, **kwargs):
     super().__init__(**kwargs)
     self.c_out = c_out
     self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
     self.affine, self.synchronized = affine, synchronized
-    self.groups, self.relu = groups, relu
+    self.groups, self.shared_input = groups, shared_input
 
   def build(self, input_shape):
-    c_in = input_shape[-1]
-    self.block1 = DilConv(c_in, self.kernel_size, self.stride, self.padding, 1, self.affine,
-                          self.synchronized, self.groups, self.relu)
+    c_mid = input_shape[-1] * (self.groups if self.shared_input else 1)  # C_in, per edge
+    self.block1 = DilConv(c_mid, self.kernel_size, self.stride, self.padding, 1, self.affine,
+                          self.synchronized, self.groups, self.shared_input)
     self.block2 = DilConv(self.c_out, self.kernel_size, 1, self.padding, 1, self.affine,
                           self.synchronized, self.groups)
 
@@ -466,12 +476,13 @@ CONV_OPS = {"sep_conv_3x3": ("sep", 3, 1, 1), "sep_conv_5x5": ("sep", 5, 2, 1),
             "dil_conv_5x5": ("dil", 5, 4, 2)}
 
 
-def conv_op(name, c_out, stride, affine, synchronized=False, groups=1, relu=True):
-  """One of CONV_OPS; `groups` and `relu` as in DilConv (the search cell's batched edges)."""
+def conv_op(name, c_out, stride, affine, synchronized=False, groups=1, shared_input=False):
+  """One of CONV_OPS; `groups` and `shared_input` as in DilConv (a search cell's edges)."""
   kind, kernel, padding, dilation = CONV_OPS[name]
   if kind == "sep":
-    return SepConv(c_out, kernel, stride, padding, affine, synchronized, groups, relu)
-  return DilConv(c_out, kernel, stride, padding, dilation, affine, synchronized, groups, relu)
+    return SepConv(c_out, kernel, stride, padding, affine, synchronized, groups, shared_input)
+  return DilConv(c_out, kernel, stride, padding, dilation, affine, synchronized, groups,
+                 shared_input)
 
 
 def make_op(name, c, stride, affine, search=False, synchronized=False):
