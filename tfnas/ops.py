@@ -146,10 +146,12 @@ class BatchNorm(keras.layers.Layer):
     """`scale`: an extra per-channel factor on the output (the search cell folds each
     edge's architecture weight in here: no separate multiply, no saved output)."""
     c = x.shape[-1]
-    gamma, offset = self._scale_offset(c, x.dtype)
-    if scale is not None:
-      gamma, offset = gamma * scale, offset * scale
-    scale = gamma
+    if scale is None:
+      scale, offset = self._scale_offset(c, x.dtype)
+    elif self.affine:
+      scale, offset = self.gamma * scale, self.beta * scale
+    else:
+      offset = tf.zeros([c], x.dtype)
     ctx = tf.distribute.get_replica_context()
     if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
       # Statistics of the global batch: all-reduce the sums over the replicas.
@@ -299,8 +301,9 @@ def recomputed(f, x, *variables):
     def grad(dy):
       # Not before the backward pass gets here: the graph runs an op as soon as
       # its inputs are ready, which would recompute everything during the forward.
+      # (Delaying x is enough: nothing is recomputed without it.)
       with tf.control_dependencies([dy]):
-        inputs = [tf.identity(t) for t in (x, *values)]
+        inputs = [tf.identity(x), *values]
       with tf.GradientTape() as tape:
         tape.watch(inputs)
         y = f(*inputs)  # only the parts the gradient needs stay in the graph
