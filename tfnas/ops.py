@@ -17,6 +17,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfnas import distribute
 from tfnas.errors import UserInputError
 
 
@@ -156,9 +157,9 @@ class BatchNorm(keras.layers.Layer):
     if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
       # Statistics of the global batch: all-reduce the sums over the replicas.
       count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
-      total, total_sq, count = ctx.all_reduce(
-          tf.distribute.ReduceOp.SUM,
-          [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count])
+      total, total_sq, count = distribute.sum_over_replicas(
+          [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count],
+          differentiable=True)
       mean = total / count
       var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
       self._update_moving(mean, var * count / tf.maximum(count - 1.0, 1.0))

@@ -265,7 +265,7 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
     c_curr = space.stem_multiplier * c
     self.stem_conv = ops.Conv(c_curr, 3, padding=1)
     self.stem_bn = ops.BatchNorm(affine=True, synchronized=synchronized_bn)
-    c_prev_prev, c_prev, c_curr = c_curr, c_curr, c
+    c_prev, c_curr = c_curr, c
     self.cells = []
     reduction_prev = False
     for i in range(space.layers):
@@ -275,7 +275,7 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
       self.cells.append(SearchCell(space, c_curr, reduction, reduction_prev, noise,
                                    synchronized_bn, name=f"cell_{i}"))
       reduction_prev = reduction
-      c_prev_prev, c_prev = c_prev, space.steps * c_curr
+      c_prev = space.steps * c_curr  # the next cell's input (the classifier's after the last)
     # Separate initializer objects: an unseeded Keras initializer repeats its draw.
     self.classifier = keras.layers.Dense(space.num_classes,
                                          kernel_initializer=ops.torch_uniform(c_prev),

@@ -6,6 +6,7 @@ import os
 
 import tensorflow as tf
 
+from tfnas import distribute
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
@@ -17,10 +18,7 @@ def sum_over_replicas(grads, variables):
   reduction cell) gets a zero gradient.
   """
   grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-  ctx = tf.distribute.get_replica_context()
-  if ctx is None or ctx.num_replicas_in_sync == 1:
-    return grads
-  return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+  return distribute.sum_over_replicas(grads)
 
 
 def sgd_update(optimizer, loss, tape, variables, grad_clip, weight_decay):
