@@ -1,5 +1,4 @@
 """Tests for tfnas.data; all offline."""
-import os
 
 import numpy as np
 import pytest
