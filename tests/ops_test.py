@@ -359,6 +359,25 @@ def test_depthwise_conv_gradients_equal_tensorflows(kernel_size, stride, padding
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_grouped_conv_split_per_group_equals_tensorflows(stride):
+  # The path taken where TensorFlow cannot differentiate grouped convs (no oneDNN, no GPU).
+  x = tf.constant(_rand([2, 6, 6, 3 * C], seed=27))
+  kernel = tf.constant(_rand([1, 1, C, 3 * 5], seed=28))
+
+  def grads(conv):
+    with tf.GradientTape() as tape:
+      tape.watch([x, kernel])
+      y = conv(x, kernel)
+      loss = tf.reduce_sum(tf.sin(y))
+    return [y] + tape.gradient(loss, [x, kernel])
+
+  want = grads(lambda x, k: tf.nn.conv2d(x, k, stride, 'VALID'))  # oneDNN's grouped conv
+  got = grads(lambda x, k: ops._split_grouped_conv(x, k, stride, 'VALID', 3))
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
 def test_sep_conv_backward_recomputes_instead_of_keeping_the_depthwise_output():
   op = ops.make_op('sep_conv_3x3', C, 1, affine=False)
   x = tf.constant(_rand([2, 6, 6, C], seed=23))

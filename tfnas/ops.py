@@ -12,6 +12,7 @@ Keras forces them, and are numerically neutral:
 - weights are initialized like PyTorch's defaults (kaiming-uniform with a=sqrt(5),
   i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))), so parameter scales match.
 """
+import functools
 import math
 
 import keras
@@ -42,6 +43,20 @@ def _pad(x, pad, value=0.0):
   if pad == 0:
     return x
   return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
+
+
+@functools.cache
+def _native_grouped_conv_gradients():
+  """Whether TensorFlow can differentiate a grouped conv here: with oneDNN (the
+  default of its x86-64 CPU builds) or a GPU; not with TF_ENABLE_ONEDNN_OPTS=0."""
+  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+  return _pywrap_util_port.IsMklEnabled() or bool(tf.config.list_logical_devices("GPU"))
+
+
+def _split_grouped_conv(x, kernel, stride, padding, groups):
+  """A grouped conv as one conv per group (same values; slower, but differentiable anywhere)."""
+  return tf.concat([tf.nn.conv2d(a, k, stride, padding) for a, k in
+                    zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1))], -1)
 
 
 def _depthwise_conv(x, kernel, stride, padding):
@@ -273,6 +288,8 @@ class Conv(keras.layers.Layer):
     elif self.depthwise:
       y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], pad,
                                  dilations=[dilation, dilation])
+    elif self.groups > 1 and not _native_grouped_conv_gradients():
+      y = _split_grouped_conv(x, kernel, stride, pad, self.groups)
     else:
       y = tf.nn.conv2d(x, kernel, stride, pad, dilations=dilation)
     if subsample > 1:
