@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import keras
 import numpy as np
 import pytest
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -79,6 +80,32 @@ def test_arch_step_changes_only_alphas_and_weight_step_only_weights(method):
     np.testing.assert_array_equal(a, b)
   changed = [not np.array_equal(a, _numpy(v)) for a, v in zip(weights1, s.weight_variables)]
   assert all(changed), f"{changed.count(False)} weight tensors did not move"
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_step_computes_the_same_network_with_float32_variables(policy):
+  space = search_model.SearchSpace(
+      primitives=("max_pool_3x3", "skip_connect", "sep_conv_5x5", "dil_conv_3x3"), steps=2,
+      layers=3, init_channels=4, num_classes=3)
+  x, y = _batch(3)
+
+  def weight_step():  # the same initial weights each time (Searcher seeds Keras)
+    s = searcher.Searcher(space, methods.METHODS["fair_darts"], CONFIG, _one_device(), (8, 8, 3))
+    out = s.strategy.run(s.weight_step, args=(x, y))
+    return s, float(out["train_loss_sum"]), s.model(x, training=True)
+
+  _, want, _ = weight_step()
+  keras.config.set_dtype_policy(policy)
+  try:
+    s, got, logits = weight_step()
+    compute_dtype = s.model.cells[0](*[tf.zeros([2, 8, 8, 12])] * 2, s.model.arch_weights()[0],
+                                      training=True).dtype
+  finally:
+    keras.config.set_dtype_policy("float32")
+  assert compute_dtype == keras.config.dtype_policy().__class__(policy).compute_dtype
+  assert logits.dtype == tf.float32  # the loss is computed in float32
+  assert {v.dtype for v in s.model.variables} == {"float32"}
+  assert np.isfinite(got) and got == pytest.approx(want, rel=0.03)
 
 
 def test_coupled_weight_decay_and_clipping_follow_pytorch():

@@ -46,11 +46,14 @@ def _pad(x, pad, value=0.0):
 
 
 @functools.cache
-def _native_grouped_conv_gradients():
-  """Whether TensorFlow can differentiate a grouped conv here: with oneDNN (the
-  default of its x86-64 CPU builds) or a GPU; not with TF_ENABLE_ONEDNN_OPTS=0."""
+def _native_grouped_conv_gradients(dtype):
+  """Whether TensorFlow can differentiate a grouped conv of this dtype here: on a GPU,
+  or with oneDNN (the default of its x86-64 CPU builds) in float32 or bfloat16; not
+  with TF_ENABLE_ONEDNN_OPTS=0, nor in float16 on the CPU."""
   from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
-  return _pywrap_util_port.IsMklEnabled() or bool(tf.config.list_logical_devices("GPU"))
+  if tf.config.list_logical_devices("GPU"):
+    return True
+  return _pywrap_util_port.IsMklEnabled() and dtype in (tf.float32, tf.bfloat16)
 
 
 def _split_grouped_conv(x, kernel, stride, padding, groups):
@@ -137,13 +140,16 @@ class BatchNorm(keras.layers.Layer):
 
   def build(self, input_shape):
     c = input_shape[-1]
+    # Float32 parameters and statistics also under a mixed-precision policy (no autocast):
+    # the fused op takes them so, and they are sums over many pixels.
     if self.affine:
-      self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
-      self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+      self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma", autocast=False)
+      self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta", autocast=False)
     # Each replica updates its own copy (no cross-replica sync point per BN);
     # reading them outside the replicas gives the mean, as in tf.keras' BN.
     # (add_weight cannot make such variables, hence keras.Variable.)
-    stat = dict(shape=(c,), trainable=False, synchronization="on_read", aggregation="mean")
+    stat = dict(shape=(c,), trainable=False, synchronization="on_read", aggregation="mean",
+                autocast=False)
     self.moving_mean = keras.Variable("zeros", name="moving_mean", **stat)
     self.moving_variance = keras.Variable("ones", name="moving_variance", **stat)
 
@@ -163,22 +169,25 @@ class BatchNorm(keras.layers.Layer):
     edge's architecture weight in here: no separate multiply, no saved output)."""
     c = x.shape[-1]
     if scale is None:
-      scale, offset = self._scale_offset(c, x.dtype)
-    elif self.affine:
-      scale, offset = self.gamma * scale, self.beta * scale
+      scale, offset = self._scale_offset(c, tf.float32)
     else:
-      offset = tf.zeros([c], x.dtype)
+      scale = tf.cast(scale, tf.float32)  # a layer's call may have cast it to its compute dtype
+      if self.affine:
+        scale, offset = self.gamma * scale, self.beta * scale
+      else:
+        offset = tf.zeros([c], tf.float32)
     ctx = tf.distribute.get_replica_context()
     if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
       # Statistics of the global batch: all-reduce the sums over the replicas.
-      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), x.dtype)
+      x32 = tf.cast(x, tf.float32)
+      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
       total, total_sq, count = distribute.sum_over_replicas(
-          [tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]), count],
+          [tf.reduce_sum(x32, [0, 1, 2]), tf.reduce_sum(tf.square(x32), [0, 1, 2]), count],
           differentiable=True)
       mean = total / count
       var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
       self._update_moving(mean, var * count / tf.maximum(count - 1.0, 1.0))
-      return (x - mean) * tf.math.rsqrt(var + self.epsilon) * scale + offset
+      return tf.cast((x32 - mean) * tf.math.rsqrt(var + self.epsilon) * scale + offset, x.dtype)
     if training:
       # One fused op (and one for its gradient) instead of about forty: the
       # search graph has hundreds of BNs. It normalizes with the biased batch
@@ -191,8 +200,9 @@ class BatchNorm(keras.layers.Layer):
       self.moving_mean.assign(moving_mean)
       self.moving_variance.assign(moving_var)
       return y
-    return (x - self.moving_mean) * tf.math.rsqrt(self.moving_variance + self.epsilon) * scale \
-        + offset
+    y = (tf.cast(x, tf.float32) - self.moving_mean) * tf.math.rsqrt(
+        self.moving_variance + self.epsilon) * scale + offset
+    return tf.cast(y, x.dtype)
 
 
 class Conv(keras.layers.Layer):
@@ -288,7 +298,7 @@ class Conv(keras.layers.Layer):
     elif self.depthwise:
       y = tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], pad,
                                  dilations=[dilation, dilation])
-    elif self.groups > 1 and not _native_grouped_conv_gradients():
+    elif self.groups > 1 and not _native_grouped_conv_gradients(x.dtype):
       y = _split_grouped_conv(x, kernel, stride, pad, self.groups)
     else:
       y = tf.nn.conv2d(x, kernel, stride, pad, dilations=dilation)

@@ -186,7 +186,7 @@ class EdgeGroup(ops.Block):
         y = tf.expand_dims(op(x, training=training), -2)
       if noisy:
         y = self._noisy(y, noise_seed, noise_scale)
-      terms.append(_edge_weighted(y, columns[i]))  # [B, H', W', edges, C]
+      terms.append(_edge_weighted(y, tf.cast(columns[i], y.dtype)))  # [B, H', W', edges, C]
     for (_, dilation), ys in phased.items():
       terms.append(self._split_edges(
           tf.batch_to_space(tf.add_n(ys), [dilation] * 2, [[0, 0], [0, 0]])))
@@ -318,4 +318,5 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
       w = w_reduce if cell.reduction else w_normal
       s0, s1 = s1, cell(s0, s1, w, training=training, noise_seed=_fold(noise_seed, i),
                         noise_scale=self.noise_scale)
-    return self.classifier(tf.reduce_mean(s1, axis=[1, 2]))
+    # Float32 logits under a mixed-precision policy: the loss is computed in float32.
+    return tf.cast(self.classifier(tf.reduce_mean(s1, axis=[1, 2])), tf.float32)
