@@ -103,6 +103,17 @@ def _image_folder(root, size):
   return str(root)
 
 
+def test_search_tool_in_bfloat16(tmp_path):
+  model_dir = str(tmp_path / "run")
+  result = run_tool("search.py", "--method=darts", *TINY, "--precision=mixed_bfloat16",
+                    f"--model_dir={model_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _load(model_dir, "params.json")["search"]["precision"] == "mixed_bfloat16"
+  alphas = _load(model_dir, "alphas.json")
+  assert np.all(np.isfinite(alphas["normal"])) and np.any(np.array(alphas["normal"]) != 0)
+  assert genotype_lib.from_json(_load(model_dir, "genotype.json")).normal
+
+
 BAD_INPUTS = {
     "unknown dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
     "empty split": (["--train_split=train[:0]"], "is empty"),

@@ -82,28 +82,25 @@ def test_arch_step_changes_only_alphas_and_weight_step_only_weights(method):
   assert all(changed), f"{changed.count(False)} weight tensors did not move"
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_step_computes_the_same_network_with_float32_variables(policy):
+def test_bfloat16_step_computes_the_same_network_with_float32_variables():
   space = search_model.SearchSpace(
       primitives=("max_pool_3x3", "skip_connect", "sep_conv_5x5", "dil_conv_3x3"), steps=2,
       layers=3, init_channels=4, num_classes=3)
   x, y = _batch(3)
 
-  def weight_step():  # the same initial weights each time (Searcher seeds Keras)
-    s = searcher.Searcher(space, methods.METHODS["fair_darts"], CONFIG, _one_device(), (8, 8, 3))
+  def weight_step(precision):  # the same initial weights each time (Searcher seeds Keras)
+    config = searcher.SearchConfig(epochs=2, batch_size=16, precision=precision)
+    s = searcher.Searcher(space, methods.METHODS["fair_darts"], config, _one_device(), (8, 8, 3))
     out = s.strategy.run(s.weight_step, args=(x, y))
-    return s, float(out["train_loss_sum"]), s.model(x, training=True)
+    return s, float(out["train_loss_sum"])
 
-  _, want, _ = weight_step()
-  keras.config.set_dtype_policy(policy)
-  try:
-    s, got, logits = weight_step()
-    compute_dtype = s.model.cells[0](*[tf.zeros([2, 8, 8, 12])] * 2, s.model.arch_weights()[0],
-                                      training=True).dtype
-  finally:
-    keras.config.set_dtype_policy("float32")
-  assert compute_dtype == keras.config.dtype_policy().__class__(policy).compute_dtype
-  assert logits.dtype == tf.float32  # the loss is computed in float32
+  _, want = weight_step("float32")
+  s, got = weight_step("mixed_bfloat16")
+  assert keras.config.dtype_policy().name == "float32"  # restored after the build
+  cell_output = s.model.cells[0](*[tf.zeros([2, 8, 8, 12])] * 2, s.model.arch_weights()[0],
+                                 training=True)
+  assert cell_output.dtype == tf.bfloat16
+  assert s.model(x, training=True).dtype == tf.float32  # float32 logits for the loss
   assert {v.dtype for v in s.model.variables} == {"float32"}
   assert np.isfinite(got) and got == pytest.approx(want, rel=0.03)
 
@@ -314,6 +311,8 @@ def test_bad_settings_are_refused(tmp_path):
                     _two_cpus(), DATA)
   with pytest.raises(UserInputError, match="batch_size must be >= 1"):
     searcher.SearchConfig(batch_size=0)
+  with pytest.raises(UserInputError, match="float16 needs loss scaling"):
+    searcher.SearchConfig(precision="mixed_float16")
 
 
 def test_derived_network_figures_for_the_closing_summary():

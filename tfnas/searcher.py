@@ -13,6 +13,7 @@ term that depends only on the alphas (the zero-one loss) is the same on every
 replica, so it is divided by the replica count before that sum; batch norm is
 synchronized across replicas by default when there is more than one.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,6 +40,9 @@ from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
   """Optimization settings (defaults: quark0/darts cnn/train_search.py)."""
@@ -60,8 +64,14 @@ class SearchConfig:
   max_checkpoints: int = 3
   checkpoint_every_steps: int = 0      # 0: off; a checkpoint is also written every epoch
   checkpoint_every_secs: float = 600.0  # 0: off
+  precision: str = "float32"           # or mixed_bfloat16: bfloat16 compute, float32 variables
 
   def __post_init__(self):
+    if self.precision not in PRECISIONS:
+      hint = (" (float16 needs loss scaling, which is not implemented yet)"
+              if self.precision == "mixed_float16" else "")
+      raise UserInputError(f"unknown precision '{self.precision}'{hint}; choose one of "
+                           f"{', '.join(PRECISIONS)}")
     for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
       if getattr(self, name) < 1:
         raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -88,6 +98,17 @@ def _synchronized_bn(config, num_replicas):
   return num_replicas > 1 if config.synchronized_bn is None else config.synchronized_bn
 
 
+@contextlib.contextmanager
+def _dtype_policy(name):
+  """Keras' dtype policy while the layers are made (they keep it); restored after."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
 class Searcher:
   """Owns the supernet, both optimizers, the global step and the step function."""
 
@@ -98,9 +119,9 @@ class Searcher:
     space.check_image_size(image_shape[0], image_shape[1])
     self.synchronized_bn = _synchronized_bn(config, self.num_replicas)
     keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
+    with strategy.scope(), _dtype_policy(config.precision):
       self.model = search_model.SearchNetwork(space, method, self.synchronized_bn)
-      self.model(tf.zeros([1, *image_shape]))  # creates every variable
+      self.model(tf.zeros([1, *image_shape]))  # creates every layer and variable
       self.arch_variables = self.model.arch_variables
       self.weight_variables = self.model.weight_variables
       self.weight_optimizer = optimizers.TorchSGD(config.learning_rate, config.momentum)

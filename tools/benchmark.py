@@ -29,6 +29,10 @@ _STRATEGY = flags.DEFINE_enum(
     "As in tools/search.py.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
                                     lower_bound=1)
+_PRECISION = flags.DEFINE_enum(
+    "precision", "float32", ["float32", "mixed_bfloat16"],
+    "mixed_bfloat16: bfloat16 compute, float32 variables and loss (for GPUs and TPUs; no faster "
+    "on CPUs). float16 needs loss scaling, not implemented yet.")
 _GRAPH_OPTIMIZER = flags.DEFINE_enum(
     "graph_optimizer", "auto", ["auto", "on", "off"],
     "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
@@ -50,13 +54,15 @@ def main(argv):
   space = search_model.SearchSpace(primitives=primitives, steps=_NODES.value,
                                    layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
-  config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value)
+  config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value,
+                                 precision=_PRECISION.value)
   strategy = distribute.get_strategy(_STRATEGY.value)
   result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
                     "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
+                    "precision": _PRECISION.value,
                     **result}))
 
 
