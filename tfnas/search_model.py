@@ -153,7 +153,7 @@ class EdgeGroup(ops.Block):
     layouts = {n: self._layout(n, x) for n in names if n in ops.CONV_OPS}
     rectified = tf.nn.relu(x) if layouts or reduces else None  # shared by those ops
     shared = {}  # per layout: the rectified input in it (the ops make each edge's copy)
-    for layout in set(layouts.values()):
+    for layout in dict.fromkeys(layouts.values()):  # in the ops' order: the same graph each run
       if layout == "image":
         shared[layout] = rectified
       elif layout == "even":
