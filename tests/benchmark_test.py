@@ -32,12 +32,18 @@ def test_benchmark_tool_reports_the_real_step():
   assert out["params"] == sum(int(np.prod(v.shape)) for v in network.weight_variables)
 
 
-def test_benchmark_tool_rejects_an_image_size_the_network_cannot_reduce():
+def test_benchmark_tool_rejects_settings_it_cannot_run():
   result = subprocess.run(
       [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--image_size=6", "--layers=3"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "error: images of 6x6 do not fit 2 reductions" in result.stderr
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--jit_compile", "--cpu_devices=2",
+       "--distribution_strategy=cpu", "--init_channels=4", "--layers=1", "--image_size=8"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "error: jit_compile needs one replica, not 2" in result.stderr
 
 
 def test_graph_optimizer_modes():

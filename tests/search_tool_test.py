@@ -1,4 +1,5 @@
 """tools/search.py end to end: the paper presets on a tiny network, resume, and bad input."""
+import glob
 import json
 import os
 import pathlib
@@ -103,15 +104,25 @@ def _image_folder(root, size):
   return str(root)
 
 
-def test_search_tool_in_bfloat16(tmp_path):
+def test_search_tool_in_float16_with_loss_scaling(tmp_path):
   model_dir = str(tmp_path / "run")
-  result = run_tool("search.py", "--method=darts", *TINY, "--precision=mixed_bfloat16",
+  result = run_tool("search.py", "--method=darts", *TINY, "--precision=mixed_float16",
                     f"--model_dir={model_dir}")
   assert result.returncode == 0, result.stderr[-3000:]
-  assert _load(model_dir, "params.json")["search"]["precision"] == "mixed_bfloat16"
+  assert _load(model_dir, "params.json")["search"]["precision"] == "mixed_float16"
   alphas = _load(model_dir, "alphas.json")
   assert np.all(np.isfinite(alphas["normal"])) and np.any(np.array(alphas["normal"]) != 0)
   assert genotype_lib.from_json(_load(model_dir, "genotype.json")).normal
+  # Both loss scales are saved (a resumed run goes on with them) and shown in TensorBoard.
+  import tensorflow as tf
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+  for name in ("arch_loss_scale", "weight_loss_scale"):
+    scale = reader.get_tensor(f"{name}/scale/.ATTRIBUTES/VARIABLE_VALUE")
+    assert 1 <= scale <= 2**16 and np.log2(scale) == int(np.log2(scale))
+  for split in ("train", "validation"):
+    tags = {v.tag for path in glob.glob(os.path.join(model_dir, split, "events.*"))
+            for event in tf.compat.v1.train.summary_iterator(path) for v in event.summary.value}
+    assert {"loss_scale", "updates_skipped"} <= tags, split
 
 
 BAD_INPUTS = {

@@ -18,6 +18,7 @@ from tfnas import ops
 from tfnas import search_model
 from tfnas import searcher
 from tfnas import summaries
+from tfnas import training
 from tfnas import zoo
 from tfnas.errors import UserInputError
 
@@ -82,7 +83,10 @@ def test_arch_step_changes_only_alphas_and_weight_step_only_weights(method):
   assert all(changed), f"{changed.count(False)} weight tensors did not move"
 
 
-def test_bfloat16_step_computes_the_same_network_with_float32_variables():
+@pytest.mark.parametrize("precision,compute_dtype",
+                         [("mixed_bfloat16", tf.bfloat16), ("mixed_float16", tf.float16)])
+def test_mixed_precision_step_computes_the_same_network_with_float32_variables(precision,
+                                                                               compute_dtype):
   space = search_model.SearchSpace(
       primitives=("max_pool_3x3", "skip_connect", "sep_conv_5x5", "dil_conv_3x3"), steps=2,
       layers=3, init_channels=4, num_classes=3)
@@ -91,18 +95,86 @@ def test_bfloat16_step_computes_the_same_network_with_float32_variables():
   def weight_step(precision):  # the same initial weights each time (Searcher seeds Keras)
     config = searcher.SearchConfig(epochs=2, batch_size=16, precision=precision)
     s = searcher.Searcher(space, methods.METHODS["fair_darts"], config, _one_device(), (8, 8, 3))
-    out = s.strategy.run(s.weight_step, args=(x, y))
-    return s, float(out["train_loss_sum"])
+    for skipped in range(20):  # float16: until the loss scale is low enough (see below)
+      out = {k: float(v) for k, v in s.strategy.run(s.weight_step, args=(x, y)).items()}
+      if not out["weight_updates_skipped"]:
+        return s, out, skipped
+    raise AssertionError("every update skipped")
 
-  _, want = weight_step("float32")
-  s, got = weight_step("mixed_bfloat16")
+  _, want, _ = weight_step("float32")
+  s, got, skipped = weight_step(precision)
   assert keras.config.dtype_policy().name == "float32"  # restored after the build
   cell_output = s.model.cells[0](*[tf.zeros([2, 8, 8, 12])] * 2, s.model.arch_weights()[0],
                                  training=True)
-  assert cell_output.dtype == tf.bfloat16
+  assert cell_output.dtype == compute_dtype
   assert s.model(x, training=True).dtype == tf.float32  # float32 logits for the loss
   assert {v.dtype for v in s.model.variables} == {"float32"}
-  assert np.isfinite(got) and got == pytest.approx(want, rel=0.03)
+  assert np.isfinite(got["train_loss_sum"])
+  assert got["train_loss_sum"] == pytest.approx(want["train_loss_sum"], rel=0.03)
+  # The gradient (unscaled again in float16) is the float32 one's.
+  assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=0.05)
+  if precision == "mixed_float16":
+    # Updates with overflowing gradients were skipped, each halving the scale (from 2**16).
+    assert float(s.weight_loss_scale.scale) == 2.0**(16 - skipped)
+    print(skipped)
+
+
+def test_loss_scale_halves_on_overflow_and_doubles_after_a_run_of_finite_steps():
+  loss_scale = training.DynamicLossScale(initial_scale=8.0, growth_steps=3)
+  scales = []
+  for finite in (True, True, False, True, True, True, True):
+    loss_scale.update(tf.constant(finite))
+    scales.append(float(loss_scale.scale))
+  # The overflow resets the count: three more finite steps are needed to grow.
+  assert scales == [8.0, 8.0, 4.0, 4.0, 4.0, 8.0, 8.0]
+  assert int(loss_scale.good_steps) == 1
+
+
+def _next_step(s, seed=0):
+  dataset = data_lib.search_input(DATA, global_batch_size=16, seed=seed, epochs=1)
+  return {k: float(v) for k, v in s.train_step(
+      iter(s.strategy.experimental_distribute_dataset(dataset))).items()}
+
+
+def test_float16_updates_with_overflowing_gradients_are_skipped_on_every_replica():
+  config = searcher.SearchConfig(epochs=1, batch_size=16, precision="mixed_float16")
+  s = searcher.Searcher(SMALL_SPACE, methods.METHODS["fair_darts"], config, _two_cpus(),
+                        (8, 8, 3))
+  s.weight_loss_scale.scale.assign(1e38)  # overflows float16 in the backward pass
+  weights = [v.value.values for v in s.weight_variables]  # per replica
+  w0, a0 = [[t.numpy() for t in v] for v in weights], [_numpy(v) for v in s.arch_variables]
+  out = _next_step(s)
+  assert (out["weight_updates_skipped"], out["grad_norm"], out["arch_updates_skipped"]) == (1, 0, 0)
+  for before, v in zip(w0, weights):  # on both replicas
+    for b, t in zip(before, v):
+      np.testing.assert_array_equal(b, t.numpy())
+  assert int(_numpy(s.weight_optimizer.iterations)) == 0  # no step: momentum and counters as they were
+  assert all(np.any(a != _numpy(v)) for a, v in zip(a0, s.arch_variables))  # alphas moved
+  for loss_scale, scale, good in ((s.weight_loss_scale, 5e37, 0), (s.arch_loss_scale, 2**16, 1)):
+    assert [float(t) for t in loss_scale.scale.values] == [np.float32(scale)] * 2
+    assert [int(t) for t in loss_scale.good_steps.values] == [good] * 2
+
+  s.weight_loss_scale.scale.assign(2.0**12)
+  out = _next_step(s, seed=1)
+  assert out["weight_updates_skipped"] == 0 and out["grad_norm"] > 0
+  assert int(_numpy(s.weight_optimizer.iterations)) == 1
+  for before, v in zip(w0, weights):
+    assert np.any(before[0] != v[0].numpy())
+    np.testing.assert_array_equal(v[0].numpy(), v[1].numpy())  # replicas stay identical
+
+
+def test_xla_step_gives_the_same_search_step():
+  results = []
+  for jit_compile in (False, True):
+    config = searcher.SearchConfig(epochs=1, batch_size=16, jit_compile=jit_compile)
+    s = searcher.Searcher(SMALL_SPACE, methods.METHODS["fair_darts"], config, _one_device(),
+                          (8, 8, 3))
+    results.append((_next_step(s), [_numpy(v) for v in s.model.weights]))
+  (want, want_weights), (got, got_weights) = results
+  for key in want:
+    assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7), key
+  for a, b in zip(want_weights, got_weights):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_coupled_weight_decay_and_clipping_follow_pytorch():
@@ -311,8 +383,11 @@ def test_bad_settings_are_refused(tmp_path):
                     _two_cpus(), DATA)
   with pytest.raises(UserInputError, match="batch_size must be >= 1"):
     searcher.SearchConfig(batch_size=0)
-  with pytest.raises(UserInputError, match="float16 needs loss scaling"):
-    searcher.SearchConfig(precision="mixed_float16")
+  with pytest.raises(UserInputError, match="unknown precision 'float16'; choose one of float32"):
+    searcher.SearchConfig(precision="float16")
+  with pytest.raises(UserInputError, match="jit_compile needs one replica, not 2"):
+    searcher.Searcher(SPACE, methods.METHODS["darts"], searcher.SearchConfig(jit_compile=True),
+                      _two_cpus(), (8, 8, 3))
 
 
 def test_derived_network_figures_for_the_closing_summary():

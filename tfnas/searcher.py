@@ -40,7 +40,7 @@ from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
 
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +64,14 @@ class SearchConfig:
   max_checkpoints: int = 3
   checkpoint_every_steps: int = 0      # 0: off; a checkpoint is also written every epoch
   checkpoint_every_secs: float = 600.0  # 0: off
-  precision: str = "float32"           # or mixed_bfloat16: bfloat16 compute, float32 variables
+  # mixed_bfloat16 / mixed_float16: that compute dtype, float32 variables and loss; float16
+  # with dynamic loss scaling (training.DynamicLossScale), one scale per optimizer.
+  precision: str = "float32"
+  jit_compile: bool = False            # XLA for the replicas' step (one replica only)
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
-      hint = (" (float16 needs loss scaling, which is not implemented yet)"
-              if self.precision == "mixed_float16" else "")
-      raise UserInputError(f"unknown precision '{self.precision}'{hint}; choose one of "
+      raise UserInputError(f"unknown precision '{self.precision}'; choose one of "
                            f"{', '.join(PRECISIONS)}")
     for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
       if getattr(self, name) < 1:
@@ -118,6 +119,9 @@ class Searcher:
     self.num_replicas = strategy.num_replicas_in_sync
     space.check_image_size(image_shape[0], image_shape[1])
     self.synchronized_bn = _synchronized_bn(config, self.num_replicas)
+    if config.jit_compile and self.num_replicas > 1:
+      # XLA compiles one device's graph; the replicas' variables live on others.
+      raise UserInputError(f"jit_compile needs one replica, not {self.num_replicas}")
     keras.utils.set_random_seed(config.seed)
     with strategy.scope(), _dtype_policy(config.precision):
       self.model = search_model.SearchNetwork(space, method, self.synchronized_bn)
@@ -134,9 +138,17 @@ class Searcher:
                                      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
                                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.arch_loss_scale = self.weight_loss_scale = None
+      if config.precision == "mixed_float16":
+        self.arch_loss_scale = training.DynamicLossScale(name="arch_loss_scale")
+        self.weight_loss_scale = training.DynamicLossScale(name="weight_loss_scale")
+    loss_scales = ({} if self.arch_loss_scale is None else
+                   {"arch_loss_scale": self.arch_loss_scale,
+                    "weight_loss_scale": self.weight_loss_scale})
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, weight_optimizer=self.weight_optimizer,
-        arch_optimizer=self.arch_optimizer, global_step=self.global_step, epoch=self.epoch)
+        arch_optimizer=self.arch_optimizer, global_step=self.global_step, epoch=self.epoch,
+        **loss_scales)
     self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     self._step_fn = None
 
@@ -153,13 +165,13 @@ class Searcher:
       if self.method.zero_one_weight > 0:
         zero_one = methods_lib.zero_one_loss(self.arch_variables, self.method.zero_one_form)
         loss += self.method.zero_one_weight * zero_one / n
-    grads = training.sum_over_replicas(tape.gradient(loss, self.arch_variables),
-                                       self.arch_variables)
+    grads = training.summed_gradients(tape, loss, self.arch_variables, self.arch_loss_scale)
     grads = [g + self.config.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
-    self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables))
+    applied = training.apply_gradients(self.arch_optimizer, grads, self.arch_variables,
+                                       self.arch_loss_scale)
     # Sums over the replicas are taken outside; replica-identical values are pre-divided.
     return {"val_loss_sum": tf.reduce_sum(ce), "val_correct": training.correct(y, logits),
-            "zero_one_loss": zero_one / n}
+            "zero_one_loss": zero_one / n, "arch_updates_skipped": _skipped(applied) / n}
 
   def weight_step(self, x, y, noise_seed=None):
     """Weight step on a training batch (per replica: call inside strategy.run)."""
@@ -169,10 +181,11 @@ class Searcher:
       ce = self._loss(y, logits)
       loss = tf.nn.compute_average_loss(ce, global_batch_size=cfg.batch_size)
     # Clip the global gradient, not each replica's share.
-    grad_norm = training.sgd_update(self.weight_optimizer, loss, tape, self.weight_variables,
-                                    cfg.grad_clip, cfg.weight_decay)
+    grad_norm, applied = training.sgd_update(self.weight_optimizer, loss, tape,
+                                             self.weight_variables, cfg.grad_clip,
+                                             cfg.weight_decay, self.weight_loss_scale)
     return {"train_loss_sum": tf.reduce_sum(ce), "train_correct": training.correct(y, logits),
-            "grad_norm": grad_norm / n}
+            "grad_norm": grad_norm / n, "weight_updates_skipped": _skipped(applied) / n}
 
   def _replica_step(self, train_batch, val_batch):
     step = self.global_step.read_value()
@@ -185,10 +198,15 @@ class Searcher:
     """Runs one search step on the next batches; returns sums over the global batch."""
     if self._step_fn is None:
 
+      def replicas(train_batch, val_batch):
+        return self.strategy.run(self._replica_step, args=(train_batch, val_batch))
+
+      if self.config.jit_compile:  # reading the input stays outside: XLA cannot compile it
+        replicas = tf.function(replicas, jit_compile=True)
+
       @tf.function
       def step_fn(iterator):
-        train_batch, val_batch = next(iterator)
-        out = self.strategy.run(self._replica_step, args=(train_batch, val_batch))
+        out = replicas(*next(iterator))
         self.global_step.assign_add(1)
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in out.items()}
@@ -219,6 +237,10 @@ class Searcher:
                                self.method.selection_rule, self.method.threshold)
 
 
+def _skipped(applied):
+  return 1.0 - tf.cast(applied, tf.float32)
+
+
 def _params(space, method, config, data_config, data, num_replicas):
   return {
       "search_space": dataclasses.asdict(space),
@@ -244,7 +266,7 @@ def _params(space, method, config, data_config, data, num_replicas):
 # Settings that may change when a run resumes; everything else must match.
 _RESUMABLE_CHANGES = {("search", "epochs"), ("search", "log_every_steps"),
                       ("search", "max_checkpoints"), ("search", "checkpoint_every_steps"),
-                      ("search", "checkpoint_every_secs")}
+                      ("search", "checkpoint_every_secs"), ("search", "jit_compile")}
 
 
 @dataclasses.dataclass
@@ -444,7 +466,9 @@ def _write_step_summaries(writers, totals, searcher, step):
     tf.summary.scalar("learning_rate/weights",
                       training.scalar(searcher.weight_optimizer.learning_rate))
     tf.summary.scalar("learning_rate/arch", training.scalar(searcher.arch_optimizer.learning_rate))
-    tf.summary.scalar("grad_norm", totals.mean("grad_norm"))
+    # Over the applied updates (a skipped float16 step has no gradient norm).
+    applied = totals.steps - totals.sums.get("weight_updates_skipped", 0.0)
+    tf.summary.scalar("grad_norm", totals.sums.get("grad_norm", math.nan) / max(applied, 1))
     tf.summary.scalar("images_per_second", totals.images_per_second())
     tf.summary.scalar("steps_per_second", totals.steps / totals.seconds())
   with writers["validation"].as_default(step=step):
@@ -454,6 +478,12 @@ def _write_step_summaries(writers, totals, searcher, step):
       tf.summary.scalar("loss/zero_one", totals.mean("zero_one_loss"))
     if searcher.method.noise is not None:
       tf.summary.scalar("noise_scale", training.scalar(searcher.model.noise_scale))
+  if searcher.weight_loss_scale is not None:
+    for split, name, loss_scale in (("train", "weight", searcher.weight_loss_scale),
+                                    ("validation", "arch", searcher.arch_loss_scale)):
+      with writers[split].as_default(step=step):
+        tf.summary.scalar("loss_scale", training.scalar(loss_scale.scale))
+        tf.summary.scalar("updates_skipped", totals.sums[f"{name}_updates_skipped"])
 
 
 def _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch):

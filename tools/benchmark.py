@@ -30,9 +30,11 @@ _STRATEGY = flags.DEFINE_enum(
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
                                     lower_bound=1)
 _PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16"],
-    "mixed_bfloat16: bfloat16 compute, float32 variables and loss (for GPUs and TPUs; no faster "
-    "on CPUs). float16 needs loss scaling, not implemented yet.")
+    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+    "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no faster on "
+    "CPUs); float16 with dynamic loss scaling.")
+_JIT_COMPILE = flags.DEFINE_boolean(
+    "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs).")
 _GRAPH_OPTIMIZER = flags.DEFINE_enum(
     "graph_optimizer", "auto", ["auto", "on", "off"],
     "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
@@ -55,14 +57,14 @@ def main(argv):
                                    layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value,
-                                 precision=_PRECISION.value)
+                                 precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value)
   strategy = distribute.get_strategy(_STRATEGY.value)
   result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
                     "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
-                    "precision": _PRECISION.value,
+                    "precision": _PRECISION.value, "jit_compile": _JIT_COMPILE.value,
                     **result}))
 
 

@@ -103,9 +103,11 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
                                     lower_bound=1)
 _TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
 _PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16"],
-    "mixed_bfloat16: bfloat16 compute, float32 variables and loss (for GPUs and TPUs; no faster "
-    "on CPUs). float16 needs loss scaling, not implemented yet.")
+    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+    "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no faster on "
+    "CPUs); float16 with dynamic loss scaling.")
+_JIT_COMPILE = flags.DEFINE_boolean(
+    "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs).")
 _GRAPH_OPTIMIZER = flags.DEFINE_enum(
     "graph_optimizer", "auto", ["auto", "on", "off"],
     "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
@@ -173,7 +175,8 @@ def main(argv):
       arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
       seed=_SEED.value, deterministic=_DETERMINISTIC.value, synchronized_bn=_SYNC_BN.value,
       log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
-      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value, precision=_PRECISION.value)
+      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value, precision=_PRECISION.value,
+      jit_compile=_JIT_COMPILE.value)
   strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
 
   result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
