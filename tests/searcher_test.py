@@ -163,6 +163,19 @@ def test_float16_updates_with_overflowing_gradients_are_skipped_on_every_replica
     np.testing.assert_array_equal(v[0].numpy(), v[1].numpy())  # replicas stay identical
 
 
+def test_float16_search_stops_when_gradients_overflow_even_unscaled(tmp_path):
+  config = searcher.SearchConfig(epochs=1, batch_size=16, precision="mixed_float16")
+  s = searcher.Searcher(SMALL_SPACE, methods.METHODS["darts"], config, _one_device(), (8, 8, 3))
+  skipped = {"arch_updates_skipped": 0.0, "weight_updates_skipped": 1.0}
+  s.weight_loss_scale.scale.assign(2.0)
+  searcher._check_loss_scales(s, skipped, str(tmp_path))  # a scale > 1 may still come down
+  s.weight_loss_scale.scale.assign(0.5)
+  with pytest.raises(FloatingPointError, match="the weight gradients were not finite even at a "
+                     "loss scale of 1 at step 0; the last checkpoint in"):
+    searcher._check_loss_scales(s, skipped, str(tmp_path))
+  searcher._check_loss_scales(s, {**skipped, "weight_updates_skipped": 0.0}, str(tmp_path))
+
+
 def test_xla_step_gives_the_same_search_step():
   results = []
   for jit_compile in (False, True):

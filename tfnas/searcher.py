@@ -11,7 +11,10 @@ summed over the replicas (one all-reduce per step and per variable set) before
 the weight gradient is clipped and the coupled weight decay is added; a loss
 term that depends only on the alphas (the zero-one loss) is the same on every
 replica, so it is divided by the replica count before that sum; batch norm is
-synchronized across replicas by default when there is more than one.
+synchronized across replicas by default when there is more than one. In
+float16 (precision mixed_float16) each step's backward pass runs at its own
+dynamic loss scale, and an update whose summed gradients are not finite is
+skipped on every replica (training.DynamicLossScale).
 """
 import contextlib
 import dataclasses
@@ -142,13 +145,10 @@ class Searcher:
       if config.precision == "mixed_float16":
         self.arch_loss_scale = training.DynamicLossScale(name="arch_loss_scale")
         self.weight_loss_scale = training.DynamicLossScale(name="weight_loss_scale")
-    loss_scales = ({} if self.arch_loss_scale is None else
-                   {"arch_loss_scale": self.arch_loss_scale,
-                    "weight_loss_scale": self.weight_loss_scale})
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, weight_optimizer=self.weight_optimizer,
         arch_optimizer=self.arch_optimizer, global_step=self.global_step, epoch=self.epoch,
-        **loss_scales)
+        **{f"{name}_loss_scale": scale for name, scale in self.loss_scales().items()})
     self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     self._step_fn = None
 
@@ -216,6 +216,12 @@ class Searcher:
 
   # ---- state that outlives the step ---------------------------------------
 
+  def loss_scales(self):
+    """{"arch": ..., "weight": ...} in float16, else {}."""
+    if self.arch_loss_scale is None:
+      return {}
+    return {"arch": self.arch_loss_scale, "weight": self.weight_loss_scale}
+
   def set_epoch_schedules(self, epoch):
     """Learning rate and noise scale of an epoch (set outside the step: no retracing)."""
     self.weight_optimizer.learning_rate.assign(cosine_learning_rate(self.config, epoch))
@@ -235,6 +241,15 @@ class Searcher:
     w_normal, w_reduce = (w.numpy() for w in self.model.arch_weights())
     return genotype_lib.derive(w_normal, w_reduce, self.space.primitives, self.space.steps,
                                self.method.selection_rule, self.method.threshold)
+
+
+def _check_loss_scales(searcher, out, model_dir):
+  """Stops a float16 search whose gradients overflow even unscaled (diverged weights)."""
+  for name, loss_scale in searcher.loss_scales().items():
+    if out[f"{name}_updates_skipped"] and training.scalar(loss_scale.scale) < 1:
+      raise FloatingPointError(
+          f"the {name} gradients were not finite even at a loss scale of 1 at step "
+          f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
 
 
 def _skipped(applied):
@@ -350,6 +365,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
           raise FloatingPointError(
               f"the loss became {out['train_loss_sum'] + out['val_loss_sum']} at step "
               f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
+        _check_loss_scales(searcher, out, model_dir)
         epoch_totals.add(out, config.batch_size)
         window.add(out, config.batch_size)
         step = int(searcher.global_step.numpy())
@@ -478,12 +494,10 @@ def _write_step_summaries(writers, totals, searcher, step):
       tf.summary.scalar("loss/zero_one", totals.mean("zero_one_loss"))
     if searcher.method.noise is not None:
       tf.summary.scalar("noise_scale", training.scalar(searcher.model.noise_scale))
-  if searcher.weight_loss_scale is not None:
-    for split, name, loss_scale in (("train", "weight", searcher.weight_loss_scale),
-                                    ("validation", "arch", searcher.arch_loss_scale)):
-      with writers[split].as_default(step=step):
-        tf.summary.scalar("loss_scale", training.scalar(loss_scale.scale))
-        tf.summary.scalar("updates_skipped", totals.sums[f"{name}_updates_skipped"])
+  for name, loss_scale in searcher.loss_scales().items():
+    with writers["train" if name == "weight" else "validation"].as_default(step=step):
+      tf.summary.scalar("loss_scale", training.scalar(loss_scale.scale))
+      tf.summary.scalar("updates_skipped", totals.sums[f"{name}_updates_skipped"])
 
 
 def _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch):
