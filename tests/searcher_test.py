@@ -171,7 +171,7 @@ def test_float16_search_stops_when_gradients_overflow_even_unscaled(tmp_path):
   searcher._check_loss_scales(s, skipped, str(tmp_path))  # a scale > 1 may still come down
   s.weight_loss_scale.scale.assign(0.5)
   with pytest.raises(FloatingPointError, match="the weight gradients were not finite even at a "
-                     "loss scale of 1 at step 0; the last checkpoint in"):
+                     "loss scale below 1 at step 0; the last checkpoint in"):
     searcher._check_loss_scales(s, skipped, str(tmp_path))
   searcher._check_loss_scales(s, {**skipped, "weight_updates_skipped": 0.0}, str(tmp_path))
 

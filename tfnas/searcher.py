@@ -244,11 +244,11 @@ class Searcher:
 
 
 def _check_loss_scales(searcher, out, model_dir):
-  """Stops a float16 search whose gradients overflow even unscaled (diverged weights)."""
+  """Stops a float16 search whose gradients overflow even at a scale below 1 (diverged)."""
   for name, loss_scale in searcher.loss_scales().items():
     if out[f"{name}_updates_skipped"] and training.scalar(loss_scale.scale) < 1:
       raise FloatingPointError(
-          f"the {name} gradients were not finite even at a loss scale of 1 at step "
+          f"the {name} gradients were not finite even at a loss scale below 1 at step "
           f"{int(searcher.global_step.numpy())}; the last checkpoint in {model_dir} is kept")
 
 
