@@ -2,6 +2,7 @@
 import logging
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -68,6 +69,33 @@ def test_a_stop_request_saves_and_raises(tmp_path):
   assert stop.value.checkpoint == run.checkpointer.manager.latest_checkpoint
   assert stop.value.checkpoint.endswith("ckpt-1")
   assert not request.unsaved_steps
+
+
+def test_a_stop_raised_inside_a_keras_layer_arrives_unchanged():
+  # SIGTERM while the network is built raises Stopped inside some layer's call.
+  class Interrupted(keras.layers.Layer):
+    def call(self, x):
+      raise stopping.Stopped("SIGTERM")
+
+  with pytest.raises(stopping.Stopped) as stop:
+    Interrupted()(tf.zeros([1, 2]))
+  assert stop.value.reason == "SIGTERM"
+  assert str(stop.value) == ("stopped by SIGTERM with no step since the last checkpoint: run "
+                             "the same command again to resume")
+
+
+def test_a_stop_during_restore_is_not_taken_for_an_unreadable_checkpoint(tmp_path, monkeypatch):
+  step = tf.Variable(0, dtype=tf.int64)
+  checkpointer = checkpointing.Checkpointer(tf.train.Checkpoint(step=step), str(tmp_path), step)
+  step.assign(1)
+  checkpointer.save()
+
+  def interrupted(*args, **kwargs):
+    raise stopping.Stopped("SIGTERM")
+
+  monkeypatch.setattr(tf.train.Checkpoint, "restore", interrupted)
+  with pytest.raises(stopping.Stopped):
+    checkpointer.restore()
 
 
 def test_weights_that_are_not_finite_are_never_saved(tmp_path):

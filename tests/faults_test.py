@@ -215,8 +215,9 @@ def test_a_stop_before_the_first_step_exits_at_once(tmp_path):
   while not (tmp_path / "params.json").exists():  # written just before the network is built
     assert proc.poll() is None and time.monotonic() < deadline
     time.sleep(0.005)
-  assert _stop(proc, signal.SIGTERM) == 128 + signal.SIGTERM
+  returncode = _stop(proc, signal.SIGTERM)
   stderr = proc.stderr.read()
   proc.stderr.close()
+  assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert "stopped by SIGTERM with no step since the last checkpoint" in stderr, stderr[-3000:]
   assert "Traceback" not in stderr and _checkpoint_steps(tmp_path) == []

@@ -18,8 +18,14 @@ class StopRequest:
     return self.reason is not None
 
 
-class Stopped(Exception):
-  """The run stopped on request after writing a checkpoint at `step`."""
+class Stopped(BaseException):
+  """The run stopped on request after writing a checkpoint at `step`.
+
+  A BaseException, as KeyboardInterrupt: a signal handler may raise it anywhere
+  before the first step, and no `except Exception` on the way may turn it into
+  something else (Keras rebuilds exceptions raised inside a layer's call with a
+  new message, which lost the signal's name and the exit status).
+  """
 
   def __init__(self, reason, step=None, checkpoint=None):
     if checkpoint is None:
