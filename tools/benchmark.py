@@ -14,6 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import flags  # noqa: E402
 
 from tfnas import cli  # noqa: E402
+from tools import search_step_flags  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
 _METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noisy_darts"],
@@ -29,16 +30,11 @@ _STRATEGY = flags.DEFINE_enum(
     "As in tools/search.py.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
                                     lower_bound=1)
-_PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-    "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no faster on "
-    "CPUs); float16 with dynamic loss scaling.")
-_JIT_COMPILE = flags.DEFINE_boolean(
-    "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs).")
 _GRAPH_OPTIMIZER = flags.DEFINE_enum(
     "graph_optimizer", "auto", ["auto", "on", "off"],
     "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
 
+flags.adopt_module_key_flags(search_step_flags)  # listed in --help with the rest
 
 def main(argv):
   if len(argv) > 1:
@@ -56,15 +52,16 @@ def main(argv):
   space = search_model.SearchSpace(primitives=primitives, steps=_NODES.value,
                                    layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
-  config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value,
-                                 precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value)
+  precision, jit_compile = search_step_flags.PRECISION.value, search_step_flags.JIT_COMPILE.value
+  config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
+                                 jit_compile=jit_compile)
   strategy = distribute.get_strategy(_STRATEGY.value)
   result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
                     "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
-                    "precision": _PRECISION.value, "jit_compile": _JIT_COMPILE.value,
+                    "precision": precision, "jit_compile": jit_compile,
                     **result}))
 
 

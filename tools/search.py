@@ -17,6 +17,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tfnas import cli  # noqa: E402
+from tools import search_step_flags  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
 # Data.
@@ -102,12 +103,6 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
                                     "Split the CPU into N logical devices (N replicas).",
                                     lower_bound=1)
 _TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
-_PRECISION = flags.DEFINE_enum(
-    "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
-    "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no faster on "
-    "CPUs); float16 with dynamic loss scaling.")
-_JIT_COMPILE = flags.DEFINE_boolean(
-    "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs).")
 _GRAPH_OPTIMIZER = flags.DEFINE_enum(
     "graph_optimizer", "auto", ["auto", "on", "off"],
     "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
@@ -121,6 +116,7 @@ _CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
     "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
     lower_bound=0)
 
+flags.adopt_module_key_flags(search_step_flags)  # listed in --help with the rest
 
 def main(argv):
   start = time.perf_counter()
@@ -175,8 +171,9 @@ def main(argv):
       arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
       seed=_SEED.value, deterministic=_DETERMINISTIC.value, synchronized_bn=_SYNC_BN.value,
       log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
-      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value, precision=_PRECISION.value,
-      jit_compile=_JIT_COMPILE.value)
+      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value,
+      precision=search_step_flags.PRECISION.value,
+      jit_compile=search_step_flags.JIT_COMPILE.value)
   strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
 
   result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
