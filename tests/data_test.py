@@ -296,17 +296,17 @@ def test_folder_dataset(tmp_path):
   d = data.load_search_data(cfg)
   assert d.num_classes == 3
   assert d.image_shape == (16, 16, 3)
-  # Sorted class names: a_green=0 (4 images), b_red=1 (3), c_blue=2 (4).
-  np.testing.assert_array_equal(d.train.labels,
-                                [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
-  expected_first = {0: (0, 255, 0), 1: (255, 0, 0), 2: (0, 0, 255)}
-  # Sorted paths in a_green: gray.png, img0.png, img1.png, sub/x.png.
-  np.testing.assert_array_equal(d.train.images[0],
-                                np.full((16, 16, 3), 255))
-  for index, label in [(1, 0), (4, 1), (7, 2)]:
-    np.testing.assert_array_equal(d.train.images[index],
-                                  np.full((16, 16, 3), expected_first[label]))
-  np.testing.assert_array_equal(d.val.labels, [2, 2])
+  # Sorted class names: a_green=0 (4 images), b_red=1 (3), c_blue=2 (4), in
+  # a seeded order (see test_folder_splits_hold_every_class).
+  assert sorted(d.train.labels) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2]
+  colors = {0: (0, 255, 0), 1: (255, 0, 0), 2: (0, 0, 255)}
+  # a_green holds gray.png (white as RGB), img0.png, img1.png and sub/x.png.
+  white = [i for i, im in enumerate(d.train.images) if (im == 255).all()]
+  assert len(white) == 1 and d.train.labels[white[0]] == 0
+  for i, (image, label) in enumerate(zip(d.train.images, d.train.labels)):
+    if i not in white and not (label == 0 and (image == 9).all()):  # sub/x.png
+      np.testing.assert_array_equal(image, np.full((16, 16, 3), colors[label]))
+  assert len(d.val) == 2
   assert not d.augment
   np.testing.assert_allclose(d.mean, d.train.images.mean(axis=(0, 1, 2)) / 255)
 
@@ -318,9 +318,9 @@ def test_folder_default_size_and_jpeg(tmp_path):
     _write_image(tmp_path / name / "b.png", np.full((32, 32, 3), 7))
   d = data.load_search_data(data.DataConfig(dataset=str(tmp_path),
                                             train_split="train",
-                                            val_split="train"))
+                                            val_split="train[:1]"))
   assert d.image_shape == (32, 32, 3)
-  np.testing.assert_array_equal(d.train.images[1], np.full((32, 32, 3), 7))
+  assert sum((im == 7).all() for im in d.train.images) == 2
 
 
 def test_folder_with_one_class(tmp_path):
@@ -357,10 +357,77 @@ def test_bare_folder_name_in_working_directory(tmp_path, monkeypatch):
     (tmp_path / "imgs" / name).mkdir(parents=True)
     _write_image(tmp_path / "imgs" / name / "a.png", np.zeros((4, 4, 3)))
   monkeypatch.chdir(tmp_path)
-  d = data.load_search_data(data.DataConfig(dataset="imgs", image_size=4,
-                                            train_split="train",
-                                            val_split="train"))
+  d = data.load_search_data(data.DataConfig(dataset="imgs", image_size=4))
   assert d.num_classes == 2 and d.image_shape == (4, 4, 3)
+
+
+def _make_unique_folder(root, sizes):
+  """Classes c0, c1, ... of the given sizes; every image a different gray level."""
+  level = 0
+  for i, n in enumerate(sizes):
+    (root / f"c{i}").mkdir()
+    for j in range(n):
+      level += 1
+      _write_image(root / f"c{i}" / f"{j}.png", np.full((4, 4, 3), level))
+
+
+def test_folder_splits_hold_every_class(tmp_path):
+  _make_unique_folder(tmp_path, (2, 3, 7))
+
+  def halves(seed):
+    d = data.load_search_data(data.DataConfig(dataset=str(tmp_path), image_size=4,
+                                              seed=seed))
+    return [{int(im[0, 0, 0]): int(label) for im, label in zip(s.images, s.labels)}
+            for s in (d.train, d.val)]
+
+  train, val = halves(seed=2)
+  for part in (train, val):
+    assert set(part.values()) == {0, 1, 2}  # every class in both halves
+  assert not set(train) & set(val)
+  assert set(train) | set(val) == set(range(1, 13))
+  assert halves(seed=2) == [train, val]
+  assert any(halves(seed=s)[0] != train for s in (3, 4, 5))
+
+
+def test_stratified_order_spreads_each_class():
+  labels = np.repeat(np.arange(4), [1, 5, 10, 50])
+  order = data.stratified_order(labels, seed=7)
+  assert sorted(order) == list(range(len(labels)))
+  for stop in range(1, len(labels) + 1):
+    counts = np.bincount(labels[order[:stop]], minlength=4)
+    share = stop / len(labels) * np.array([1, 5, 10, 50])
+    assert (np.abs(counts - share) <= 1).all(), stop
+  np.testing.assert_array_equal(order, data.stratified_order(labels, seed=7))
+  assert data.stratified_order(labels, seed=-1).shape == order.shape
+
+
+def test_same_images_in_both_splits_are_refused(tmp_path):
+  message = _error(data.load_search_data,
+                   data.DataConfig(train_split="train[:50%]", val_split="train[:50%]"))
+  assert "are the same images" in message and "'train[:50%]'" in message
+  message = _error(data.load_search_data,
+                   data.DataConfig(train_split="train[:10]", val_split="train[0:10]"))
+  assert "are the same images" in message
+  _make_unique_folder(tmp_path, (2, 2))
+  message = _error(data.load_search_data, data.DataConfig(
+      dataset=str(tmp_path), train_split="train", val_split="train[:100%]"))
+  assert "are the same images" in message
+
+
+def test_overlapping_splits_warn(caplog):
+  d = data.load_search_data(data.DataConfig(train_split="train[:60%]",
+                                            val_split="train[50%:]"))
+  assert len(d.train) == 1078
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == ["the train split 'train[:60%]' and the validation (test) split "
+                      "'train[50%:]' of digits share 180 images"]
+
+
+def test_unset_splits_hold_out_a_fifth():
+  d = data.load_search_data(data.DataConfig(train_split=None, val_split=None))
+  assert (len(d.train), len(d.val)) == (1438, 359)
+  assert (d.train_split, d.val_split) == ("train[:80%]", "train[80%:]")
+  assert set(np.unique(d.val.labels)) == set(range(10))
 
 
 def test_missing_folder():
@@ -478,6 +545,10 @@ def test_tfds_split_errors(gray_dir):
   assert message == "split 'train[5:5]' of tfnas_gray_test is empty"
   assert "6x5" in _error(load, image_size=6)
   assert len(load(train_split="train+test").train) == 37
+  assert "are the same images" in _error(load, train_split="test", val_split="test[:100%]")
+  unset = load(train_split=None, val_split=None)
+  assert (len(unset.train), len(unset.val)) == (30, 7)
+  assert (unset.train_split, unset.val_split) == ("train", "test")
 
 
 def test_own_slicing_matches_tfds(gray_dir):

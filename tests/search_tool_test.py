@@ -47,6 +47,7 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
     assert params["search"][key] == pytest.approx(value), key
   assert params["search"]["weight_decay"] == pytest.approx(3e-4)
   assert params["search"]["arch_weight_decay"] == pytest.approx(1e-3)
+  assert params["data"]["seed"] == params["search"]["seed"]  # orders a folder's splits
   primitives = params["search_space"]["primitives"]
   assert ("none" in primitives) == (method == "darts") and len(primitives) == 8 - (
       method != "darts")
@@ -130,6 +131,8 @@ BAD_INPUTS = {
     "empty split": (["--train_split=train[:0]"], "is empty"),
     "unknown op": (["--primitives=skip_connect,conv_9x9"], "unknown op 'conv_9x9'"),
     "classes": (["--num_classes=5"], "num_classes=5 does not fit digits, which has 10 classes"),
+    "no classes": (["--num_classes=0"], "num_classes must be >= 2, got 0"),
+    "same splits": (["--val_split=train[:64]"], "are the same images"),
     "batch": (["--batch_size=512"], "512"),
     "not downloaded": (["--dataset=cifar10", "--nodownload", "--tfds_data_dir={tmp}/tfds"],
                        "tfds build cifar10"),

@@ -4,6 +4,11 @@ A dataset is a TFDS name (cifar10, cifar100, ...), "digits" (scikit-learn's
 bundled 8x8 digits, works offline) or a folder of images with one subfolder per
 class. Everything is held in memory as uint8, which suits CIFAR-scale search.
 
+The only split of digits and of a folder is 'train'. A folder's files are
+grouped by class, so its split strings slice a seeded stratified order (each
+class shuffled and spread evenly), which gives every slice its share of every
+class; digits keep their stored order, whose classes are already interleaved.
+
 `batches` orders each epoch by a stateless permutation of (seed, stream,
 epoch), so a resumed search restarts at any global step by skipping index
 batches, without checkpointing iterators or decoding skipped images.
@@ -13,6 +18,7 @@ import os
 import re
 import socket
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -37,6 +43,12 @@ _PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
 # Purposes folded into the seed so that order and augmentation are unrelated.
 _ORDER_KEY = 0
 _AUGMENT_KEY = 1
+_SPLIT_KEY = 2  # the stratified order of a folder (numpy, not TensorFlow)
+
+# Splits left unset (None) in a DataConfig: the dataset's training split and
+# its held-out split; a source with only a 'train' split holds out its last 20%.
+_TFDS_SPLITS = ("train", "test")
+_HELD_OUT_SPLITS = ("train[:80%]", "train[80%:]")
 _RNG_ALG = "philox"  # Fixed, so that results do not depend on the device.
 
 
@@ -48,13 +60,18 @@ class DataConfig:
     dataset: a TFDS name (e.g. cifar10), "digits", or a path to a folder of
       images with one subfolder per class (sorted names are the class ids).
     train_split: split that trains the weights (TFDS slicing syntax).
-    val_split: split that trains the architecture. The defaults are the DARTS
-      25k/25k halves of the CIFAR training set.
+    val_split: split that trains the architecture (or, in tools/train.py,
+      tests the network). The defaults are the DARTS 25k/25k halves of the
+      CIFAR training set. None: the dataset's own train (test) split; digits
+      and folders, which have only 'train', hold out its last 20%:
+      train[:80%] and train[80%:].
     data_dir: TFDS data_dir; None means the TFDS default.
     image_size: folder images are resized to this (default 32); other
       datasets keep their native size and accept only that value.
     download: whether TFDS may download and prepare a missing dataset.
     augment: DARTS crop+flip augmentation; None = on for cifar*, else off.
+    seed: orders a folder before its split strings slice it (see the module
+      docstring), so the same seed gives the same halves in every tool.
   """
   dataset: str = "digits"
   train_split: str = "train[:50%]"
@@ -63,6 +80,7 @@ class DataConfig:
   image_size: int | None = None
   download: bool = True
   augment: bool | None = None
+  seed: int = 0
 
   def __post_init__(self):
     if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -70,7 +88,7 @@ class DataConfig:
                            "cifar10, 'digits', or a folder of images")
     for field in ("train_split", "val_split"):
       value = getattr(self, field)
-      if not isinstance(value, str) or not value.strip():
+      if value is not None and (not isinstance(value, str) or not value.strip()):
         raise UserInputError(f"{field} is empty: give a split such as "
                              "train[:50%]")
     if self.image_size is not None and (
@@ -78,6 +96,7 @@ class DataConfig:
         not isinstance(self.image_size, int) or self.image_size < 1):
       raise UserInputError(f"image_size must be a positive integer, got "
                            f"{self.image_size!r}")
+    _check_int("seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -109,7 +128,8 @@ class ImageSet:
 class SearchData:
   """Both halves of the search data plus what the model needs to know.
 
-  mean and std are per channel in [0, 1] units.
+  mean and std are per channel in [0, 1] units; train_split and val_split
+  are the split strings used (DataConfig's, or the defaults it left unset).
   """
   name: str
   train: ImageSet
@@ -119,6 +139,8 @@ class SearchData:
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   augment: bool
+  train_split: str = ""
+  val_split: str = ""
 
 
 def load_search_data(cfg: DataConfig) -> SearchData:
@@ -133,7 +155,7 @@ def load_search_data(cfg: DataConfig) -> SearchData:
     loaded = _load_folder(cfg, expanded)
   else:
     loaded = _load_tfds(cfg)  # Falls back to a folder of the same name.
-  train, val, num_classes, mean, std, tfds_name = loaded
+  train, val, num_classes, mean, std, tfds_name, splits = loaded
 
   if cfg.augment is None:
     augment = bool(tfds_name and tfds_name.startswith("cifar"))
@@ -147,7 +169,9 @@ def load_search_data(cfg: DataConfig) -> SearchData:
       image_shape=tuple(int(d) for d in train.images.shape[1:]),
       mean=mean,
       std=std,
-      augment=augment)
+      augment=augment,
+      train_split=splits[0],
+      val_split=splits[1])
 
 
 def steps_per_epoch(data: SearchData, global_batch_size: int) -> int:
@@ -301,7 +325,8 @@ def _fold_in(key, data):
 
 
 # ----------------------------------------------------------------- loaders
-# Each returns (train, val, num_classes, mean, std, tfds_name_or_None).
+# Each returns (train, val, num_classes, mean, std, tfds_name_or_None,
+# (train_split, val_split)).
 
 
 def _load_digits(cfg):
@@ -312,8 +337,9 @@ def _load_digits(cfg):
   gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
   images = np.repeat(gray[..., np.newaxis], 3, axis=-1)
   labels = digits.target.astype(np.int64)
-  train, val = _split_single(images, labels, cfg, "digits")
-  return train, val, 10, *_mean_std(train), None
+  # Stored by writer with the classes interleaved: no shuffle needed.
+  train, val, splits = _split_single(images, labels, cfg, "digits", stratify=False)
+  return train, val, 10, *_mean_std(train), None, splits
 
 
 def _load_folder(cfg, root):
@@ -341,8 +367,10 @@ def _load_folder(cfg, root):
     files.extend(found)
     labels.extend([label] * len(found))
   images = np.stack([_read_image(f, size) for f in files])
-  train, val = _split_single(images, np.asarray(labels, np.int64), cfg, name)
-  return train, val, len(classes), *_mean_std(train), None
+  # Grouped by class: contiguous slices would split the classes.
+  train, val, splits = _split_single(images, np.asarray(labels, np.int64), cfg, name,
+                                     stratify=True)
+  return train, val, len(classes), *_mean_std(train), None, splits
 
 
 def _image_files(folder):
@@ -410,15 +438,17 @@ def _load_tfds(cfg):
         "and use image_size)")
   _check_native_size(cfg, name, shape[0], shape[1])
 
-  train = _read_tfds_split(builder, cfg.train_split, tfds)
-  val = _read_tfds_split(builder, cfg.val_split, tfds)
+  splits = _resolve_splits(cfg, _TFDS_SPLITS)
+  train = _read_tfds_split(builder, splits[0], tfds)
+  val = _read_tfds_split(builder, splits[1], tfds)
+  _check_overlap(splits, name, _tfds_examples(builder, splits, tfds))
   if builder.info.name == "cifar10":
     mean, std = _CIFAR10_MEAN, _CIFAR10_STD
   elif builder.info.name == "cifar100":
     mean, std = _CIFAR100_MEAN, _CIFAR100_STD
   else:
     mean, std = _mean_std(train)
-  return train, val, int(num_classes), mean, std, builder.info.name
+  return train, val, int(num_classes), mean, std, builder.info.name, splits
 
 
 def _prepare(builder, cfg, tfds):
@@ -459,6 +489,25 @@ def _network_problem():
   except OSError:
     return f"no network: cannot reach {host}:{port}"
   return None
+
+
+def _tfds_examples(builder, splits, tfds):
+  """Each split's example ids (one numbering over all stored splits), or None if unknown."""
+  infos = builder.info.splits
+  if not infos:  # mocked builders know no splits
+    return None
+  names = sorted(infos.keys())
+  sizes = {n: infos[n].num_examples for n in names}
+  offsets = dict(zip(names, np.cumsum([0] + [sizes[n] for n in names])))
+  ids = []
+  for split in splits:
+    ranges = []
+    for part in tfds.core.ReadInstruction.from_spec(split).to_absolute(infos):
+      start = offsets[part.splitname]  # bounds of None mean the split's ends
+      stop = sizes[part.splitname] if part.to is None else part.to
+      ranges.append(np.arange(start + (part.from_ or 0), start + stop))
+    ids.append(np.concatenate(ranges))
+  return ids
 
 
 def _read_tfds_split(builder, split, tfds):
@@ -508,15 +557,66 @@ def _check_native_size(cfg, name, height, width):
         f"folder datasets (leave it unset or set it to {height})")
 
 
-def _split_single(images, labels, cfg, name):
-  """Train/val ImageSets of a dataset whose only split is 'train'."""
-  sets = []
-  for split in (cfg.train_split, cfg.val_split):
-    index = split_indices(split, len(labels), name)
+def _split_single(images, labels, cfg, name, stratify):
+  """(train, val, splits) of a dataset whose only split is 'train'.
+
+  stratify: slice stratified_order(labels, cfg.seed) instead of the stored order.
+  """
+  splits = _resolve_splits(cfg, _HELD_OUT_SPLITS)
+  order = stratified_order(labels, cfg.seed) if stratify else np.arange(len(labels))
+  indices = []
+  for split in splits:
+    index = order[split_indices(split, len(labels), name)]
     if index.size == 0:
       raise UserInputError(f"split '{split}' of {name} is empty")
-    sets.append(ImageSet(images[index], labels[index]))
-  return tuple(sets)
+    indices.append(index)
+  _check_overlap(splits, name, indices)
+  train, val = (ImageSet(images[i], labels[i]) for i in indices)
+  return train, val, splits
+
+
+def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
+  """A seeded order of all examples in which any slice holds its share of every class.
+
+  Each class is shuffled and its k-th of n examples placed at (k + 1/2) / n along
+  the order (ties broken at random), so a slice of p% of the order holds p% of
+  each class, within one example: a class of two or more examples reaches both
+  halves of train[:50%] / train[50%:]. The same labels and seed give the same order.
+  """
+  rng = np.random.default_rng([seed % 2**64, _SPLIT_KEY])
+  position = np.empty(len(labels))
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    position[members] = (np.arange(len(members)) + 0.5) / len(members)
+  return np.lexsort((rng.random(len(labels)), position))
+
+
+def _resolve_splits(cfg, defaults):
+  """(train_split, val_split) with unset ones replaced by the dataset's defaults."""
+  return tuple(default if split is None else split
+               for split, default in zip((cfg.train_split, cfg.val_split), defaults))
+
+
+def _check_overlap(splits, name, indices):
+  """Refuses two splits of the same images; warns when they share some.
+
+  indices: each split's example ids (one numbering), or None when unknown.
+  """
+  train_split, val_split = splits
+  same = train_split.replace(" ", "") == val_split.replace(" ", "")
+  shared = 0
+  if indices is not None:
+    train, val = (np.unique(i) for i in indices)
+    shared = len(np.intersect1d(train, val, assume_unique=True))
+    same = same or (shared == len(train) == len(val))
+  if same:
+    raise UserInputError(
+        f"the train split '{train_split}' and the validation (test) split '{val_split}' of "
+        f"{name} are the same images, so the second measures nothing: give them disjoint "
+        "splits, e.g. train[:50%] and train[50%:]")
+  if shared:
+    logging.warning("the train split '%s' and the validation (test) split '%s' of %s share "
+                    "%d images", train_split, val_split, name, shared)
 
 
 _PART_RE = re.compile(r"^(?P<split>[\w-]+)(?:\[(?P<selector>[^\]]*)\])?$")

@@ -152,7 +152,8 @@ def main(argv):
 
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
-      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
+      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value,
+      seed=_SEED.value)
   data = data_lib.load_search_data(data_config)
 
   primitives = _PRIMITIVES.value
@@ -162,7 +163,7 @@ def main(argv):
   space = search_model.SearchSpace(
       primitives=tuple(primitives), steps=_STEPS.value, layers=_LAYERS.value,
       init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
-      num_classes=_NUM_CLASSES.value or data.num_classes)
+      num_classes=data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
   config = searcher.SearchConfig(
       epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
       learning_rate_min=_LEARNING_RATE_MIN.value, momentum=_MOMENTUM.value,
