@@ -174,9 +174,10 @@ def test_unknown_op_is_user_error():
 
 @pytest.mark.parametrize("network,size,message", [
     (eval_model.NetworkCIFAR, 30, "30x30 does not fit .* multiples of 4"),
-    (eval_model.NetworkCIFAR, 16, "16x16 is too small for the auxiliary head"),
+    (eval_model.NetworkCIFAR, 16, "16x16 is too small for the auxiliary head: it needs at "
+     "least 32x32; leave the head out with --noauxiliary"),
     (eval_model.NetworkImageNet, 200, "200x200 does not fit .* multiples of 32"),
-    (eval_model.NetworkImageNet, 192, "192x192 is too small for the auxiliary head"),
+    (eval_model.NetworkImageNet, 192, "192x192 is too small for the auxiliary head.*--noaux"),
 ])
 def test_bad_image_size_is_user_error(network, size, message):
   model = network(zoo.get("DARTS_V2"), init_channels=4, layers=3, num_classes=10)
@@ -217,6 +218,21 @@ def test_describe_reads_a_genotype_file(tmp_path):
   assert out["genotype"] == path and 0 < out["params"] < out["params_with_aux"]
   # The edge from missing node 3 is not built, so not counted.
   assert out["ops"]["normal"] == {"sep_conv_3x3": 1, "skip_connect": 1}
+
+
+def test_describe_small_images_without_the_auxiliary_head():
+  small = ["--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8"]
+  refused = _describe(*small)
+  assert refused.returncode == 2 and "Traceback" not in refused.stderr
+  assert "error: image size 8x8 is too small for the auxiliary head" in refused.stderr
+  assert "--noauxiliary" in refused.stderr
+  result = _describe(*small, "--noauxiliary")
+  assert result.returncode == 0, result.stderr
+  out = json.loads(result.stdout)
+  assert "params_with_aux" not in out and out["params"] > 0 and out["macs"] > 0
+  network = eval_model.NetworkCIFAR(zoo.get("DARTS_V2"), 4, 3, auxiliary=False)
+  assert out == {"genotype": "DARTS_V2", **eval_model.figures(network, zoo.get("DARTS_V2"),
+                                                               (8, 8))}
 
 
 def test_describe_bad_genotype_is_one_error_line():

@@ -295,7 +295,21 @@ def test_tool_exports_an_untrained_genotype(tmp_path):
   assert (out / "saved_model" / "saved_model.pb").is_file()
 
 
+def test_tool_exports_small_images_without_the_auxiliary_head(tmp_path):
+  out = tmp_path / "out"
+  result = _tool("--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8",
+                 "--noauxiliary", f"--export_dir={out}")
+  assert result.returncode == 0, result.stderr
+  assert "images uint8 [None, 8, 8, 3] -> logits float32 [None, 10]" in result.stdout
+  describe = json.loads((out / "describe.json").read_text())
+  assert "params_with_aux" not in describe and describe["params"] > 0
+
+
 @pytest.mark.parametrize("args,message", [
+    (["--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8"],
+     "too small for the auxiliary head: it needs at least 32x32; leave the head out with "
+     "--noauxiliary"),
+    (["--model_dir={tmp}/empty", "--noauxiliary"], "--auxiliary only go with --genotype"),
     (["--model_dir={tmp}/empty", "--genotype=DARTS_V2"], "give exactly one of --model_dir"),
     ([], "give exactly one of --model_dir"),
     (["--model_dir={tmp}/empty"], "no params.json in"),

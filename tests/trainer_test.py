@@ -113,22 +113,34 @@ def _run_train(*args):
 
 
 def test_train_tool_end_to_end_on_digits(tmp_path):
+  # The protocol's flags on digits: no test split (a held-out fifth instead), no room for
+  # the auxiliary head.
   args = ["--flagfile=flags/train_cifar10.flags", "--genotype=DARTS_V2", "--dataset=digits",
-          "--train_split=train[:64]", "--test_split=train[1700:]", "--init_channels=4",
-          "--layers=3", "--epochs=1", "--batch_size=32", "--auxiliary_weight=0",
-          "--cutout=2", f"--model_dir={tmp_path}"]
+          "--init_channels=4", "--layers=3", "--epochs=1", "--batch_size=96", "--noauxiliary",
+          "--cutout=2", "--seed=3", f"--model_dir={tmp_path}"]
   result = _run_train(*args)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "final test accuracy" in result.stdout
   with open(tmp_path / "eval.json") as f:
-    assert json.load(f)["epochs_done"] == 1
+    evaluated = json.load(f)
+  assert evaluated["epochs_done"] == 1 and "params_with_aux" not in evaluated
   with open(tmp_path / "params.json") as f:
-    train_params = json.load(f)["train"]
+    params = json.load(f)
+  train_params = params["train"]
   assert train_params["weight_decay"] == 3e-4 and train_params["learning_rate"] == 0.025
   assert train_params["drop_path"] == "op"  # auto, for a DARTS cell
+  assert train_params["auxiliary_weight"] == 0 and not params["network"]["auxiliary"]
+  assert params["data"]["seed"] == 3
+  derived = params["derived"]
+  assert (derived["train_split"], derived["test_split"]) == ("train[:80%]", "train[80%:]")
+  assert (derived["train_examples"], derived["test_examples"]) == (1438, 359)
 
   bad = _run_train(*args[:-1], "--genotype=NoSuchCell", f"--model_dir={tmp_path}/bad")
   assert bad.returncode == 2 and "Traceback" not in bad.stderr
   assert "error: genotype 'NoSuchCell' is neither a zoo name nor an existing file" in bad.stderr
-  small = _run_train(*args[:-1], "--auxiliary_weight=0.4", f"--model_dir={tmp_path}/small")
-  assert small.returncode == 2 and "too small for the auxiliary head" in small.stderr
+  small = _run_train(*args[:-1], "--auxiliary", f"--model_dir={tmp_path}/small")
+  assert small.returncode == 2 and "Traceback" not in small.stderr
+  assert ("too small for the auxiliary head: it needs at least 32x32; leave the head out with "
+          "--noauxiliary") in small.stderr
+  same = _run_train(*args[:-1], "--test_split=train[:80%]", f"--model_dir={tmp_path}/same")
+  assert same.returncode == 2 and "are the same images" in same.stderr

@@ -245,7 +245,7 @@ class _Network(ops.ListsInCheckpoints, keras.Model):
       if min(height, width) < least:
         raise UserInputError(
             f"image size {height}x{width} is too small for the auxiliary head: it needs at "
-            f"least {least}x{least} (or no auxiliary head)")
+            f"least {least}x{least}; leave the head out with --noauxiliary")
 
 
 class NetworkCIFAR(_Network):
@@ -370,13 +370,12 @@ def built_op_counts(genotype):
 def figures(network, genotype, image_shape):
   """What describe.py prints and export.py stores: params, params_with_aux, macs, ops.
 
-  `network` is built by this call if needed (one inference pass on a zero image).
+  params_with_aux only when the network has the auxiliary head. `network` is
+  built by this call if needed (one inference pass on a zero image).
   """
   network.check_image_size(image_shape[0], image_shape[1])
   macs = count_macs(network, image_shape)
-  return {
-      "params": count_params(network, include_aux=False),
-      "params_with_aux": count_params(network, include_aux=True),
-      "macs": macs,
-      "ops": built_op_counts(genotype),
-  }
+  out = {"params": count_params(network, include_aux=False)}
+  if network.auxiliary_head is not None:
+    out["params_with_aux"] = count_params(network, include_aux=True)
+  return {**out, "macs": macs, "ops": built_op_counts(genotype)}

@@ -423,8 +423,6 @@ def derived_network_figures(genotype, num_classes, image_shape, init_channels=36
     except UserInputError as e:
       error = error or str(e)
       continue
-    if not auxiliary:
-      del figures["params_with_aux"]
     return figures
   return {"error": error}
 

@@ -117,6 +117,7 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   params = {"genotype": genotype_lib.to_json(genotype), "network": network_params,
             "train": dataclasses.asdict(config), "data": dataclasses.asdict(data_config),
             "derived": {"num_replicas": n, "steps_per_epoch": steps_per_epoch,
+                        "train_split": data.train_split, "test_split": data.val_split,
                         "train_examples": len(data.train), "test_examples": len(data.val),
                         "tensorflow": tf.__version__, "keras": keras.__version__}}
   keras.utils.set_random_seed(config.seed)
@@ -145,11 +146,13 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s", restored)
-  counts = {"params": eval_model.count_params(network, include_aux=False),
-            "params_with_aux": eval_model.count_params(network, include_aux=True)}
-  logging.info("Training %s: %d params (%d with the auxiliary head), %d epochs x %d steps",
-               json.dumps(params["genotype"]), counts["params"], counts["params_with_aux"],
-               config.epochs, steps_per_epoch)
+  counts = {"params": eval_model.count_params(network, include_aux=False)}
+  if auxiliary:
+    counts["params_with_aux"] = eval_model.count_params(network, include_aux=True)
+  logging.info("Training %s: %d params (%s), %d epochs x %d steps",
+               json.dumps(params["genotype"]), counts["params"],
+               f"{counts['params_with_aux']} with the auxiliary head" if auxiliary
+               else "no auxiliary head", config.epochs, steps_per_epoch)
 
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 

@@ -2,10 +2,11 @@ r"""Describes the evaluation network of a genotype: parameters, MACs and ops.
 
 Usage:
   python tools/describe.py --genotype=DARTS_V2 [--network=cifar] \
-      [--init_channels=36 --layers=20 --num_classes=10 --image_size=32]
+      [--init_channels=36 --layers=20 --num_classes=10 --image_size=32] [--noauxiliary]
 
 --genotype is a zoo name or a genotype JSON file. Prints one JSON line:
-params (without the auxiliary head), params_with_aux, macs (one image,
+params (without the auxiliary head), params_with_aux (not with --noauxiliary,
+which leaves the head out, e.g. for images under 32x32), macs (one image,
 inference) and the ops the cells build, per cell type.
 """
 import json
@@ -39,6 +40,9 @@ _NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "Classes (default 10 / 
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
                                    "Square input size for the MACs (default 32 / 224).",
                                    lower_bound=1)
+_AUXILIARY = flags.DEFINE_boolean(
+    "auxiliary", True, "Build the auxiliary head (DARTS' --auxiliary); --noauxiliary leaves it "
+    "out, as small images need.")
 
 
 def main(argv):
@@ -56,7 +60,7 @@ def main(argv):
   size = settings.pop("image_size")
   network = (eval_model.NetworkCIFAR if _NETWORK.value == "cifar"
              else eval_model.NetworkImageNet)
-  model = network(g, auxiliary=True, **settings)
+  model = network(g, auxiliary=_AUXILIARY.value, **settings)
   print(json.dumps({"genotype": _GENOTYPE.value,
                     **eval_model.figures(model, g, (size, size))}))
 

@@ -3,7 +3,7 @@ r"""Exports an evaluation network as a SavedModel that serves uint8 images.
 Usage:
   python tools/export.py --model_dir=DIR --export_dir=OUT
   python tools/export.py --genotype=DARTS_V2 --export_dir=OUT [--network=cifar] \
-      [--init_channels=36 --layers=20 --num_classes=10 --image_size=32]
+      [--init_channels=36 --layers=20 --num_classes=10 --image_size=32] [--noauxiliary]
 
 --model_dir exports the network that tools/train.py trained there (its
 params.json and latest checkpoint). --genotype (a zoo name or a genotype JSON
@@ -26,10 +26,10 @@ from tfnas.errors import UserInputError  # noqa: E402
 # The untrained network's defaults: DARTS CIFAR and DARTS ImageNet mobile
 # setting, with the mean and std that tfnas.data normalizes these datasets with.
 _DEFAULTS = {
-    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32,
+    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32, auxiliary=True,
                   mean=(0.49139968, 0.48215827, 0.44653124),
                   std=(0.24703233, 0.24348505, 0.26158768)),
-    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224,
+    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224, auxiliary=True,
                      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
 }
 
@@ -54,8 +54,13 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", None, "With --genotype: square input size (default 32 / 224).",
     lower_bound=1)
 
+_AUXILIARY = flags.DEFINE_boolean(
+    "auxiliary", None, "With --genotype: build the auxiliary head (default true; --noauxiliary "
+    "leaves it out, as images under 32x32 need).")
+
 _SHAPE_FLAGS = (("network", _NETWORK), ("init_channels", _INIT_CHANNELS), ("layers", _LAYERS),
-                ("num_classes", _NUM_CLASSES), ("image_size", _IMAGE_SIZE))
+                ("num_classes", _NUM_CLASSES), ("image_size", _IMAGE_SIZE),
+                ("auxiliary", _AUXILIARY))
 
 
 def _untrained(export, g):
@@ -66,7 +71,7 @@ def _untrained(export, g):
     if flag.value is not None:
       settings[name] = flag.value
   network = export.make_network(kind, g, settings["init_channels"], settings["layers"],
-                                settings["num_classes"], auxiliary=True)
+                                settings["num_classes"], auxiliary=settings["auxiliary"])
   size = settings["image_size"]
   what = (f"untrained: random weights ({kind} network of {_GENOTYPE.value}, init_channels "
           f"{settings['init_channels']}, layers {settings['layers']}, "

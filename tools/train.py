@@ -22,8 +22,12 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; r
 _DATASET = flags.DEFINE_string("dataset", "cifar10",
                                "A TFDS name, 'digits', or a folder of images (one subfolder "
                                "per class).")
-_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split to train on.")
-_TEST_SPLIT = flags.DEFINE_string("test_split", "test", "Split to evaluate on every epoch.")
+_TRAIN_SPLIT = flags.DEFINE_string(
+    "train_split", None, "Split to train on (default: train; for digits and folders, which have "
+    "only a train split, train[:80%] of it).")
+_TEST_SPLIT = flags.DEFINE_string(
+    "test_split", None, "Split to evaluate on every epoch (default: test; for digits and "
+    "folders, the held-out train[80%:]).")
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
 _DOWNLOAD = flags.DEFINE_boolean("download", True, "Let TFDS download a missing dataset.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image size for folder datasets.",
@@ -31,8 +35,12 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image size for folder da
 # Network.
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", 36, "Channels of the first cells.")
 _LAYERS = flags.DEFINE_integer("layers", 20, "Cells.")
+_AUXILIARY = flags.DEFINE_boolean(
+    "auxiliary", True, "Train with the auxiliary head, as DARTS' --auxiliary; --noauxiliary "
+    "leaves it out (images under 32x32 have no room for it).")
 _AUXILIARY_WEIGHT = flags.DEFINE_float("auxiliary_weight", 0.4,
-                                       "Weight of the auxiliary head's loss (0: no head).")
+                                       "Weight of the auxiliary head's loss (0 also leaves the "
+                                       "head out).")
 _DROP_PATH_PROB = flags.DEFINE_float("drop_path_prob", 0.2,
                                      "Drop path probability at the last epoch (linear from 0).")
 _DROP_PATH = flags.DEFINE_enum(
@@ -89,7 +97,8 @@ def main(argv):
     drop_path = "node" if fair_name else trainer.drop_path_granularity(genotype)
   config = trainer.TrainConfig(
       init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
-      auxiliary_weight=_AUXILIARY_WEIGHT.value, drop_path_prob=_DROP_PATH_PROB.value,
+      auxiliary_weight=_AUXILIARY_WEIGHT.value if _AUXILIARY.value else 0.0,
+      drop_path_prob=_DROP_PATH_PROB.value,
       drop_path=drop_path, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
       momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
@@ -98,7 +107,8 @@ def main(argv):
       checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value)
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
-      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
+      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value,
+      seed=_SEED.value)
   strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
   result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy,
                          stop_request=cli.STOP)
