@@ -420,7 +420,8 @@ def test_overlapping_splits_warn(caplog):
   assert len(d.train) == 1078
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
   assert warnings == ["the train split 'train[:60%]' and the validation (test) split "
-                      "'train[50%:]' of digits share 180 images"]
+                      "'train[50%:]' of digits share 180 images: the second does not "
+                      "measure unseen images only"]
 
 
 def test_unset_splits_hold_out_a_fifth():

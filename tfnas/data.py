@@ -616,7 +616,8 @@ def _check_overlap(splits, name, indices):
         "splits, e.g. train[:50%] and train[50%:]")
   if shared:
     logging.warning("the train split '%s' and the validation (test) split '%s' of %s share "
-                    "%d images", train_split, val_split, name, shared)
+                    "%d images: the second does not measure unseen images only", train_split,
+                    val_split, name, shared)
 
 
 _PART_RE = re.compile(r"^(?P<split>[\w-]+)(?:\[(?P<selector>[^\]]*)\])?$")
