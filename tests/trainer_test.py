@@ -55,6 +55,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
   resumed = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"),
                           _one_device(), DATA)
   assert resumed["final_test_accuracy"] == full["final_test_accuracy"]
+  # The resumed epoch's training figures cover its steps before the interruption too.
+  a, b = full["history"]["2"], resumed["history"]["2"]
+  assert a["train_accuracy"] == b["train_accuracy"]
+  np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-6)
   a, b = _checkpoint_values(tmp_path / "full"), _checkpoint_values(tmp_path / "resumed")
   assert a.keys() == b.keys() and len(a) > 100  # weights, BN statistics, optimizer slots
   for key in a:
