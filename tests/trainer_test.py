@@ -136,3 +136,17 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
   assert "error: genotype 'NoSuchCell' is neither a zoo name nor an existing file" in bad.stderr
   small = _run_train(*args[:-1], "--auxiliary_weight=0.4", f"--model_dir={tmp_path}/small")
   assert small.returncode == 2 and "too small for the auxiliary head" in small.stderr
+
+  # A damaged file of the finished run: one line naming it, exit 2, the file kept as it was.
+  eval_text = (tmp_path / "eval.json").read_text()
+  for name, text, message in (("eval.json", eval_text[:len(eval_text) // 2], "is not valid JSON"),
+                              ("params.json", "[]", "holds a JSON list, not a JSON object")):
+    saved = (tmp_path / name).read_text()
+    (tmp_path / name).write_text(text)
+    damaged = _run_train(*args)
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
+    errors = [line for line in damaged.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / name} {message}"), (
+        damaged.stderr[-3000:])
+    assert (tmp_path / name).read_text() == text
+    (tmp_path / name).write_text(saved)
