@@ -21,6 +21,15 @@ def umask():
   os.umask(previous)
 
 
+def _put(path, content):
+  """Writes `content` to path, or makes path a folder for None."""
+  if content is None:
+    path.mkdir()
+  else:
+    path.write_text(content)
+  return path
+
+
 def _mode(path):
   return os.stat(path).st_mode & 0o777
 
@@ -49,11 +58,7 @@ def test_a_write_that_fails_is_one_run_error_and_leaves_no_temp_file(tmp_path):
     (None, "cannot read .*: Is a directory"),
 ])
 def test_an_unusable_json_file_is_one_line_naming_it(tmp_path, content, message):
-  path = tmp_path / "params.json"
-  if content is None:
-    path.mkdir()
-  else:
-    path.write_text(content)
+  path = _put(tmp_path / "params.json", content)
   with pytest.raises(UserInputError, match=message) as e:
     files.read_json(str(path), expect=dict)
   assert str(path) in str(e.value) and "\n" not in str(e.value)
@@ -81,11 +86,7 @@ def test_the_lock_refuses_a_second_holder_naming_the_first(tmp_path):
     ('{"train": {}}', "holds a training, not a search: use another --model_dir"),
 ])
 def test_prepare_model_dir_refuses_an_unusable_params_json(tmp_path, content, message):
-  path = tmp_path / "params.json"
-  if content is None:
-    path.mkdir()
-  else:
-    path.write_text(content)
+  path = _put(tmp_path / "params.json", content)
   with pytest.raises(UserInputError, match=message):
     training.prepare_model_dir(str(tmp_path), {"search": {"epochs": 3}}, set(), "search")
   assert content is None or path.read_text() == content  # nothing overwritten

@@ -452,6 +452,7 @@ class _Totals:
   step, so that a checkpoint holds them; `resume` starts from its values.
   """
 
+  # Every output of Searcher.train_step: the checkpointed sums hold these.
   KEYS = ("train_loss_sum", "train_correct", "val_loss_sum", "val_correct", "zero_one_loss",
           "grad_norm", "arch_updates_skipped", "weight_updates_skipped")
   SIZE = len(KEYS) + 2  # and the examples and the steps
