@@ -143,3 +143,18 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   with pytest.raises(RunError, match="none of the 3 checkpoints in .* can be read"):
     _Run(tmp_path).checkpointer.restore()
   assert _Run(tmp_path / "empty").checkpointer.restore() is None
+
+
+def test_restore_removes_what_a_killed_save_left_half_written(tmp_path):
+  _three_checkpoints(tmp_path)
+  kept = sorted(os.listdir(tmp_path))
+  # What TensorFlow leaves when killed within a save: the shards' folder (merged into
+  # ckpt-4.index and .data at the save's end) and the state file's temp copy.
+  temp = tmp_path / "ckpt-4_temp"
+  temp.mkdir()
+  (temp / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\0" * 100)
+  (temp / "part-00000-of-00001.index").write_bytes(b"\0" * 10)
+  (tmp_path / "checkpoint.tmp0123456789abcdef").write_text("model_checkpoint_path: ")
+  fresh = _Run(tmp_path)
+  assert fresh.checkpointer.restore().endswith("ckpt-3")
+  assert sorted(os.listdir(tmp_path)) == kept

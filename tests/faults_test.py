@@ -9,6 +9,7 @@ import pathlib
 import pty
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -221,3 +222,31 @@ def test_a_stop_before_the_first_step_exits_at_once(tmp_path):
   assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert "stopped by SIGTERM with no step since the last checkpoint" in stderr, stderr[-3000:]
   assert "Traceback" not in stderr and _checkpoint_steps(tmp_path) == []
+
+
+def test_a_model_dir_in_use_is_refused_and_a_killed_holder_does_not_block_its_resume(tmp_path):
+  args = [a for a in TINY_SEARCH if not a.startswith("--epochs")] + ["--epochs=1"]
+  holder = subprocess.Popen(_command("search.py", args, tmp_path), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    _wait_for_checkpoint(holder, tmp_path, after_step=1)
+    holder.send_signal(signal.SIGSTOP)  # paused, still holding the model_dir, however slow
+    params = (tmp_path / "params.json").read_text()
+    in_use = (f"error: model_dir {tmp_path} is in use by process {holder.pid} on "
+              f"{socket.gethostname()} since ")
+    for tool, tool_args in (("search.py", args), ("train.py", TINY_TRAIN)):
+      second = subprocess.run(_command(tool, tool_args, tmp_path), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+      assert second.returncode == 2, second.stderr[-3000:]
+      errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+      assert len(errors) == 1 and errors[0].startswith(in_use), second.stderr[-3000:]
+      assert "tools/search.py" in errors[0] and "Traceback" not in second.stderr
+      assert "Resuming" not in second.stderr
+    assert (tmp_path / "params.json").read_text() == params  # nothing of the holder's touched
+    assert holder.poll() is None
+  finally:
+    holder.kill()  # SIGKILL: the OS releases its lock
+    holder.wait()
+  step = _checkpoint_steps(tmp_path)[-1]
+  resumed = _run("search.py", args, tmp_path)
+  assert f"Resuming from {tmp_path}/checkpoints/ckpt-{step} at step {step}" in resumed.stderr

@@ -285,6 +285,12 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
                          stop_at_step=4) is None
   assert tf.train.latest_checkpoint(os.path.join(resumed_dir, "checkpoints")).endswith("-4")
   resumed = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  # The resumed epoch's figures cover its steps before the interruption too.
+  assert (resumed.train_accuracy, resumed.val_accuracy) == (full.train_accuracy,
+                                                            full.val_accuracy)
+  # Run again when finished: the last epoch's figures, not nan.
+  again = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  assert (again.train_accuracy, again.val_accuracy) == (full.train_accuracy, full.val_accuracy)
   a, b = _alphas(full_dir), _alphas(resumed_dir)
   np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
   np.testing.assert_allclose(a["reduce"], b["reduce"], rtol=0, atol=1e-7)

@@ -55,6 +55,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
   resumed = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"),
                           _one_device(), DATA)
   assert resumed["final_test_accuracy"] == full["final_test_accuracy"]
+  # The resumed epoch's training figures cover its steps before the interruption too.
+  a, b = full["history"]["2"], resumed["history"]["2"]
+  assert a["train_accuracy"] == b["train_accuracy"]
+  np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-6)
   a, b = _checkpoint_values(tmp_path / "full"), _checkpoint_values(tmp_path / "resumed")
   assert a.keys() == b.keys() and len(a) > 100  # weights, BN statistics, optimizer slots
   for key in a:
@@ -144,3 +148,17 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
           "--noauxiliary") in small.stderr
   same = _run_train(*args[:-1], "--test_split=train[:80%]", f"--model_dir={tmp_path}/same")
   assert same.returncode == 2 and "are the same images" in same.stderr
+
+  # A damaged file of the finished run: one line naming it, exit 2, the file kept as it was.
+  eval_text = (tmp_path / "eval.json").read_text()
+  for name, text, message in (("eval.json", eval_text[:len(eval_text) // 2], "is not valid JSON"),
+                              ("params.json", "[]", "holds a JSON list, not a JSON object")):
+    saved = (tmp_path / name).read_text()
+    (tmp_path / name).write_text(text)
+    damaged = _run_train(*args)
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr[-3000:]
+    errors = [line for line in damaged.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / name} {message}"), (
+        damaged.stderr[-3000:])
+    assert (tmp_path / name).read_text() == text
+    (tmp_path / name).write_text(saved)

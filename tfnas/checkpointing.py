@@ -10,12 +10,16 @@ left off:
   SIGINT) is honoured after the step in flight: a checkpoint is written, then
   stopping.Stopped is raised;
 - restoring tries the newest checkpoint first and falls back, with a warning,
-  to older ones when it cannot be read (a half-written or corrupt file);
+  to older ones when it cannot be read (a half-written or corrupt file); it
+  first removes what a killed save left half-written (TensorFlow's ckpt-N_temp/
+  folders, the manager's checkpoint.tmp* files), which only the run that holds
+  the model_dir lock (files.model_dir_lock) may do;
 - a checkpoint is never written from weights that are not finite.
 """
 import glob
 import os
 import re
+import shutil
 import time
 
 from absl import logging
@@ -77,8 +81,24 @@ class Checkpointer:
 
     return sorted(prefixes, key=number, reverse=True)
 
+  def remove_unfinished(self):
+    """Removes the files of saves that never finished; returns their paths."""
+    paths = sorted(glob.glob(os.path.join(self.directory, "ckpt-*_temp")) +
+                   glob.glob(os.path.join(self.directory, "checkpoint.tmp*")))
+    for path in paths:
+      logging.info("Removing %s, left by a save that did not finish", path)
+      if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        try:
+          os.remove(path)
+        except OSError:
+          pass  # in the way of nothing: the next save writes other names
+    return paths
+
   def restore(self):
     """Restores the newest readable checkpoint; returns its path, or None if there is none."""
+    self.remove_unfinished()
     candidates = self.candidates()
     problems = []
     for path in candidates:

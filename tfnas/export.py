@@ -13,7 +13,6 @@ load_trained() rebuilds a network from a tools/train.py model_dir: its
 params.json and the latest checkpoint in model_dir/checkpoints.
 """
 import gc
-import json
 import logging
 import math
 import numbers
@@ -22,6 +21,7 @@ import os
 import tensorflow as tf
 
 from tfnas import eval_model
+from tfnas import files
 from tfnas import genotype as genotype_lib
 from tfnas.errors import UserInputError
 
@@ -122,11 +122,7 @@ def export(network, mean, std, image_shape, export_dir, genotype, describe=None)
   tf.saved_model.save(module, paths["saved_model"],
                       signatures={"serving_default": module.serve})
   genotype_lib.save(genotype, paths["genotype"])
-  try:
-    with open(paths["describe"], "w", encoding="utf-8") as f:
-      f.write(json.dumps(describe, indent=2) + "\n")
-  except OSError as e:
-    raise UserInputError(f"cannot write {paths['describe']}: {e.strerror}") from None
+  files.write_json(describe, paths["describe"], indent=2)
   paths["signature"] = signature_text(module.serve.get_concrete_function())
   return paths
 
@@ -223,23 +219,12 @@ def _check_all_in_checkpoint(network):
 
 def _read_params(path):
   """params.json with its genotype as a Genotype and its network section checked."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except FileNotFoundError:
+  if not os.path.lexists(path):
     raise UserInputError(
         f"no params.json in {os.path.dirname(path)}: expected a model_dir written by "
-        "tools/train.py") from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserInputError(f"cannot read {path}: {e}") from None
+        "tools/train.py")
+  params = files.read_json(path, expect=dict)
   try:
-    params = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise UserInputError(
-        f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-  try:
-    if not isinstance(params, dict):
-      raise UserInputError(f"expected a JSON object, got {type(params).__name__}")
     for key in ("genotype", "network"):
       if key not in params:
         raise UserInputError(f"missing key '{key}'")

@@ -7,13 +7,11 @@ code: 0 and 1 are the cell inputs, 2, 3, ... the intermediate nodes.
 Pure numpy and json (no TensorFlow), so tools can use it cheaply.
 """
 import dataclasses
-import json
 import numbers
-import os
-import tempfile
 
 import numpy as np
 
+from tfnas import files
 from tfnas.errors import UserInputError
 
 # Column order of alpha; it also decides ties, so it follows the original.
@@ -176,7 +174,7 @@ def _parse_concat(key, value, entries):
 
 def load(path, primitives=PRIMITIVES):
   """Reads a genotype JSON file (either form) into a Genotype."""
-  obj = _read_json(path, 'genotype')
+  obj = files.read_json(path, 'genotype file')
   try:
     return from_json(obj, primitives)
   except UserInputError as e:
@@ -184,23 +182,8 @@ def load(path, primitives=PRIMITIVES):
 
 
 def save(g, path):
-  """Writes a genotype as indented JSON, atomically (temp file + rename)."""
-  text = json.dumps(to_json(g), indent=2) + '\n'
-  directory = os.path.dirname(os.path.abspath(path))
-  try:
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-  except OSError as e:
-    raise UserInputError(
-        f'cannot write genotype file {path}: {e.strerror}') from None
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except OSError as e:
-    os.unlink(tmp)
-    raise UserInputError(
-        f'cannot write genotype file {path}: {e.strerror}') from None
+  """Writes a genotype as indented JSON, atomically (files.write_json)."""
+  files.write_json(to_json(g), path, indent=2)
 
 
 def relax(alphas, relaxation):
@@ -312,7 +295,7 @@ def derive_from_alphas_json(obj, rule, threshold=0.85):
 
 def derive_from_alphas_file(path, rule, threshold=0.85):
   """Reads an alphas.json file and derives its Genotype."""
-  obj = _read_json(path, 'alphas')
+  obj = files.read_json(path, 'alphas file')
   try:
     return derive_from_alphas_json(obj, rule, threshold)
   except UserInputError as e:
@@ -342,22 +325,6 @@ def count_ops(g):
       counts[op] = counts.get(op, 0) + 1
     out[cell] = dict(sorted(counts.items()))
   return out
-
-
-def _read_json(path, what):
-  try:
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-  except FileNotFoundError:
-    raise UserInputError(f'{what} file not found: {path}') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise UserInputError(f'cannot read {what} file {path}: {e}') from None
-  try:
-    return json.loads(text)
-  except json.JSONDecodeError as e:
-    raise UserInputError(
-        f'{what} file {path} is not valid JSON: {e.msg} at line {e.lineno} '
-        f'column {e.colno}') from None
 
 
 def _is_int(x):

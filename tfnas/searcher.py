@@ -31,6 +31,7 @@ from tfnas import checkpointing
 from tfnas import data as data_lib
 from tfnas import distribute
 from tfnas import eval_model
+from tfnas import files as files_lib
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
 from tfnas import optimizers
@@ -145,9 +146,13 @@ class Searcher:
       if config.precision == "mixed_float16":
         self.arch_loss_scale = training.DynamicLossScale(name="arch_loss_scale")
         self.weight_loss_scale = training.DynamicLossScale(name="weight_loss_scale")
+    with tf.device("CPU:0"):  # host bookkeeping, outside the replicas (float64 on any device)
+      # The running sums of the epoch in progress, so that a resumed epoch's figures cover it all.
+      self.epoch_totals = tf.Variable(tf.zeros([_Totals.SIZE], tf.float64), trainable=False)
     self.checkpoint = tf.train.Checkpoint(
         model=self.model, weight_optimizer=self.weight_optimizer,
         arch_optimizer=self.arch_optimizer, global_step=self.global_step, epoch=self.epoch,
+        epoch_totals=self.epoch_totals,
         **{f"{name}_loss_scale": scale for name, scale in self.loss_scales().items()})
     self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
     self._step_fn = None
@@ -297,6 +302,8 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
            stop_at_step=None, stop_request=None, progress=None):
   """Runs (or resumes) a search in model_dir and returns its result.
 
+  model_dir is locked for the run (files.model_dir_lock): a second run on it is refused.
+
   model_dir receives params.json, alphas.json and genotype.json (rewritten
   after every epoch), checkpoints (every epoch and at the config's interval),
   and TensorBoard events in train/ and validation/. Running again with the
@@ -308,6 +315,13 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   and returns None, as an interruption would.
   `progress` reports the steps (default: a progress.Progress on stderr).
   """
+  with files_lib.model_dir_lock(model_dir):
+    return _search(space, method, config, data_config, model_dir, strategy, data, stop_at_step,
+                   stop_request, progress)
+
+
+def _search(space, method, config, data_config, model_dir, strategy, data, stop_at_step,
+            stop_request, progress):
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
   if space.num_classes != data.num_classes:
@@ -356,9 +370,10 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
     for epoch in range(start_step // steps_per_epoch, config.epochs):
       searcher.set_epoch_schedules(epoch)
       progress.begin_epoch(epoch)
-      epoch_totals = _Totals()
-      window = _Totals()
       first = max(start_step - epoch * steps_per_epoch, 0)
+      # Resumed within the epoch: its first steps' sums come from the checkpoint.
+      epoch_totals = _Totals(searcher.epoch_totals, resume=first > 0)
+      window = _Totals()
       for step_in_epoch in range(first, steps_per_epoch):
         out = {k: float(v) for k, v in searcher.train_step(iterator).items()}
         if not all(math.isfinite(v) for v in out.values()):
@@ -385,7 +400,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
       searcher.epoch.assign(epoch + 1)
       checkpoints.save()
       genotype = searcher.genotype()
-      training.write_json(searcher.alphas_json(), files["alphas.json"])
+      files_lib.write_json(searcher.alphas_json(), files["alphas.json"])
       genotype_lib.save(genotype, files["genotype.json"])
       _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
       logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
@@ -398,11 +413,12 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   if start_step >= total_steps:  # nothing left to run: report the finished search
     logging.info("The search in %s is already complete", model_dir)
   genotype = searcher.genotype()
-  training.write_json(searcher.alphas_json(), files["alphas.json"])
+  files_lib.write_json(searcher.alphas_json(), files["alphas.json"])
   genotype_lib.save(genotype, files["genotype.json"])
   files["checkpoints"] = os.path.dirname(checkpoints.manager.latest_checkpoint or model_dir + "/")
   files["tensorboard"] = model_dir
-  totals = epoch_totals or _Totals()
+  # The last epoch's figures (from the checkpoint when this run had no step left).
+  totals = epoch_totals or _Totals(searcher.epoch_totals, resume=True)
   return SearchResult(genotype, totals.accuracy("train"), totals.accuracy("val"), model_dir,
                       files)
 
@@ -428,16 +444,37 @@ def derived_network_figures(genotype, num_classes, image_shape, init_channels=36
 
 
 class _Totals:
-  """Running sums of the step outputs over some steps."""
+  """Running sums of the step outputs over some steps.
 
-  def __init__(self):
-    self.sums, self.examples, self.steps, self.start = {}, 0, 0, time.perf_counter()
+  With a `variable` (float64, SIZE values) the sums are kept in it after every
+  step, so that a checkpoint holds them; `resume` starts from its values.
+  """
+
+  # Every output of Searcher.train_step: the checkpointed sums hold these.
+  KEYS = ("train_loss_sum", "train_correct", "val_loss_sum", "val_correct", "zero_one_loss",
+          "grad_norm", "arch_updates_skipped", "weight_updates_skipped")
+  SIZE = len(KEYS) + 2  # and the examples and the steps
+
+  def __init__(self, variable=None, resume=False):
+    self.sums, self.examples, self.steps = {}, 0, 0
+    self.variable = variable
+    if resume:
+      *sums, examples, steps = variable.numpy().tolist()
+      if steps:
+        self.sums, self.examples, self.steps = dict(zip(self.KEYS, sums)), int(examples), int(
+            steps)
+    # The rate covers the steps run since this object was made.
+    self.start, self.timed_examples = time.perf_counter(), 0
 
   def add(self, out, batch_size):
     for k, v in out.items():
       self.sums[k] = self.sums.get(k, 0.0) + v
     self.examples += batch_size
+    self.timed_examples += batch_size
     self.steps += 1
+    if self.variable is not None:
+      self.variable.assign([self.sums.get(k, 0.0) for k in self.KEYS] + [self.examples,
+                                                                         self.steps])
 
   def loss(self, split):
     return self.sums.get(f"{split}_loss_sum", math.nan) / max(self.examples, 1)
@@ -453,7 +490,7 @@ class _Totals:
 
   def images_per_second(self):
     # Each step reads one training and one validation batch.
-    return 2 * self.examples / self.seconds()
+    return 2 * self.timed_examples / self.seconds()
 
   def fields(self):
     return {"loss/weights": f"{self.loss('train'):.4f}", "acc": f"{self.accuracy('train'):.4f}",

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfnas import checkpointing
 from tfnas import data as data_lib
 from tfnas import eval_model
+from tfnas import files
 from tfnas import genotype as genotype_lib
 from tfnas import optimizers
 from tfnas import progress as progress_lib
@@ -98,8 +99,16 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   epoch; every epoch and at the config's interval), TensorBoard events in
   train/ and validation/, and eval.json with the final and best test accuracy.
   Returns eval.json's dict, or None when stopped early by `stop_at_step`.
-  `stop_request` and `progress` as in searcher.search.
+  `stop_request` and `progress` as in searcher.search; model_dir is locked for the run
+  (files.model_dir_lock): a second run on it is refused.
   """
+  with files.model_dir_lock(model_dir):
+    return _train(genotype, config, data_config, model_dir, strategy, data, stop_at_step,
+                  stop_request, progress)
+
+
+def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_step, stop_request,
+           progress):
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
   n = strategy.num_replicas_in_sync
@@ -137,8 +146,12 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False,
                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  with tf.device("CPU:0"):
+    # The epoch's running loss, correct predictions and examples, so that a resumed epoch's
+    # figures cover it all.
+    epoch_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
   checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=global_step,
-                                   epoch=epoch_var)
+                                   epoch=epoch_var, epoch_sums=epoch_sums)
   checkpoints = checkpointing.Checkpointer(
       checkpoint, os.path.join(model_dir, "checkpoints"), global_step, config.max_checkpoints,
       config.checkpoint_every_steps, config.checkpoint_every_secs, variables=network.weights,
@@ -191,9 +204,10 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
              for name in ("train", "validation")}
   eval_path = os.path.join(model_dir, "eval.json")
   history = {}
-  if os.path.exists(eval_path):
-    with open(eval_path) as f:
-      history = json.load(f).get("history", {})
+  if os.path.lexists(eval_path):
+    history = files.read_json(eval_path, expect=dict).get("history", {})
+    if not isinstance(history, dict):
+      raise UserInputError(f"{eval_path}: 'history' must be a JSON object")
   progress = progress or progress_lib.Progress(config.epochs, steps_per_epoch,
                                                config.log_every_steps, config.batch_size)
   for epoch in range(start_step // steps_per_epoch, config.epochs):
@@ -201,15 +215,19 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
         config.learning_rate, config.learning_rate_min, epoch, config.epochs))
     network.drop_path_prob.assign(config.drop_path_prob * epoch / config.epochs)
     progress.begin_epoch(epoch)
-    loss_sum = right_sum = examples = 0.0
-    start = time.perf_counter()
-    for step_in_epoch in range(max(start_step - epoch * steps_per_epoch, 0), steps_per_epoch):
+    first = max(start_step - epoch * steps_per_epoch, 0)
+    # Resumed within the epoch: its first steps' sums come from the checkpoint.
+    loss_sum, right_sum, examples = epoch_sums.numpy().tolist() if first else (0.0, 0.0, 0.0)
+    start, timed_examples = time.perf_counter(), 0
+    for step_in_epoch in range(first, steps_per_epoch):
       loss, right = (float(t) for t in train_step(iterator))
       if not math.isfinite(loss):
         raise FloatingPointError(f"the loss became {loss} at step {int(global_step.numpy())}; "
                                  f"the last checkpoint in {model_dir} is kept")
       loss_sum, right_sum, examples = loss_sum + loss, right_sum + right, examples + (
           config.batch_size)
+      timed_examples += config.batch_size
+      epoch_sums.assign([loss_sum, right_sum, examples])
       step = int(global_step.numpy())
       progress.step(step_in_epoch, step, {"loss": f"{loss_sum / examples:.4f}",
                                           "acc": f"{right_sum / examples:.4f}"})
@@ -231,21 +249,21 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
       tf.summary.scalar("accuracy", train_accuracy)
       tf.summary.scalar("learning_rate", training.scalar(optimizer.learning_rate))
       tf.summary.scalar("drop_path_prob", training.scalar(network.drop_path_prob))
-      tf.summary.scalar("images_per_second", examples / seconds)
-      tf.summary.scalar("steps_per_second", examples / config.batch_size / seconds)
+      tf.summary.scalar("images_per_second", timed_examples / seconds)
+      tf.summary.scalar("steps_per_second", timed_examples / config.batch_size / seconds)
     with writers["validation"].as_default(step=step):
       tf.summary.scalar("loss/cross_entropy", test_loss)
       tf.summary.scalar("accuracy", test_accuracy)
     history[str(epoch + 1)] = {"train_loss": train_loss, "train_accuracy": train_accuracy,
                                "test_loss": test_loss, "test_accuracy": test_accuracy}
-    training.write_json(_eval_summary(history, counts, genotype), eval_path)
+    files.write_json(_eval_summary(history, counts, genotype), eval_path)
     logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
                  epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
     checkpoints.after_step()
   for w in writers.values():
     w.flush()
   summary = _eval_summary(history, counts, genotype)
-  training.write_json(summary, eval_path)
+  files.write_json(summary, eval_path)
   return summary
 
 

@@ -7,6 +7,7 @@ import os
 import tensorflow as tf
 
 from tfnas import distribute
+from tfnas import files
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
 
@@ -121,34 +122,36 @@ def cosine_learning_rate(initial, final, epoch, epochs):
   return final + 0.5 * (initial - final) * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def write_json(obj, path):
-  """Writes JSON atomically, so a reader never sees half a file."""
-  tmp = f"{path}.tmp"
-  try:
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise RunError(f"cannot write {path}: {e.strerror}") from None
+# The section that tells a search's params.json from a training's.
+_KINDS = {"search": "search", "train": "training"}
 
 
 def prepare_model_dir(model_dir, params, resumable, what):
-  """Writes params.json, refusing a model_dir that holds a run of another configuration.
+  """Writes params.json, refusing a model_dir that holds a run of another kind or configuration.
 
-  `resumable` lists the (section, key) settings that may change on resume.
+  `resumable` lists the (section, key) settings that may change on resume; `what`
+  names the run ('search' or 'training') in messages. Take files.model_dir_lock first.
   """
   path = os.path.join(model_dir, "params.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if os.path.lexists(path):
+    old = files.read_json(path, expect=dict)
+    held = next((name for key, name in _KINDS.items() if key in old), None)
+    if held is None:
+      raise UserInputError(f"{path} is neither a search's nor a training's: use another "
+                           "--model_dir")
+    if held != what:
+      raise UserInputError(f"{model_dir} holds a {held}, not a {what}: use another --model_dir")
     new = json.loads(json.dumps(params))
     for section, values in new.items():
       if section == "derived":
         continue
-      for key in sorted(set(old.get(section) or {}) | set(values or {})):
+      stored = old.get(section) or {}
+      if not isinstance(stored, dict):
+        raise UserInputError(f"{path}: '{section}' must be a JSON object, not {stored!r}")
+      for key in sorted(set(stored) | set(values or {})):
         if (section, key) in resumable:
           continue
-        a, b = (old.get(section) or {}).get(key), (values or {}).get(key)
+        a, b = stored.get(key), (values or {}).get(key)
         if a != b:
           raise UserInputError(
               f"{model_dir} holds a {what} with {section}.{key}={a!r}, not {b!r}: "
@@ -158,7 +161,7 @@ def prepare_model_dir(model_dir, params, resumable, what):
   except OSError as e:
     raise UserInputError(f"cannot write to model_dir {model_dir}: {e.strerror}") from None
   try:
-    write_json(params, path)
+    files.write_json(params, path)
   except RunError as e:
     raise UserInputError(str(e)) from None
   return path

@@ -17,6 +17,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 from tfnas import cli  # pylint: disable=g-import-not-at-top
 from tfnas import genotype  # pylint: disable=g-import-not-at-top
+from tfnas.errors import RunError  # pylint: disable=g-import-not-at-top
 from tfnas.errors import UserInputError  # pylint: disable=g-import-not-at-top
 
 _ALPHAS = flags.DEFINE_string(
@@ -41,7 +42,10 @@ def main(argv):
   g = genotype.derive_from_alphas_file(
       _ALPHAS.value, _RULE.value, _THRESHOLD.value)
   if _OUTPUT.value:
-    genotype.save(g, _OUTPUT.value)
+    try:
+      genotype.save(g, _OUTPUT.value)
+    except RunError as e:  # --output is the user's path: bad input
+      raise UserInputError(str(e)) from None
   print(json.dumps(genotype.to_json(g)))
 
 
