@@ -379,17 +379,17 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
           progress.end_epoch()
           _flush(writers)
           return None
-        if not last:  # the epoch's end writes its own checkpoint and files first
-          checkpoints.after_step()
+        checkpoints.after_step(save=not last)  # the epoch's end writes its own checkpoint
       progress.end_epoch()
       searcher.epoch.assign(epoch + 1)
-      checkpoints.save()
       genotype = searcher.genotype()
       training.write_json(searcher.alphas_json(), files["alphas.json"])
       genotype_lib.save(genotype, files["genotype.json"])
       _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
       logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
                    epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
+      # The checkpoint last: a stop after it loses nothing, so it may end the process.
+      checkpoints.save()
       checkpoints.after_step()
   except stopping.Stopped:
     _flush(writers)  # what was logged before the stop

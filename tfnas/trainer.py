@@ -214,13 +214,12 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
         checkpoints.save()
         progress.end_epoch()
         return None
-      if step_in_epoch + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
-        checkpoints.after_step()
+      # The epoch's end writes its own checkpoint.
+      checkpoints.after_step(save=step_in_epoch + 1 < steps_per_epoch)
     progress.end_epoch()
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
     epoch_var.assign(epoch + 1)
-    checkpoints.save()
     step = int(global_step.numpy())
     train_loss, train_accuracy = loss_sum / max(examples, 1), right_sum / max(examples, 1)
     with writers["train"].as_default(step=step):
@@ -238,6 +237,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
     training.write_json(_eval_summary(history, counts, genotype), eval_path)
     logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
                  epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
+    # The checkpoint last: a stop after it loses nothing, so it may end the process.
+    checkpoints.save()
     checkpoints.after_step()
   for w in writers.values():
     w.flush()
