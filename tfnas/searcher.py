@@ -313,9 +313,7 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   if space.num_classes != data.num_classes:
     raise UserInputError(f"num_classes={space.num_classes} does not fit {data.name}, "
                          f"which has {data.num_classes} classes")
-  if config.batch_size % strategy.num_replicas_in_sync:
-    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
+  distribute.check_batch_size(config.batch_size, strategy)
   steps_per_epoch = data_lib.steps_per_epoch(data, config.batch_size)
   space.check_image_size(*data.image_shape[:2])
   params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)

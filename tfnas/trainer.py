@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfnas import checkpointing
 from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import optimizers
@@ -102,9 +103,8 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   """
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
+  distribute.check_batch_size(config.batch_size, strategy)
   n = strategy.num_replicas_in_sync
-  if config.batch_size % n:
-    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the {n} replicas")
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
     raise UserInputError(f"batch_size {config.batch_size} is larger than the training split "
