@@ -13,8 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_benchmark_tool_reports_the_real_step():
   result = subprocess.run(
       [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--method=fair_darts",
-       "--init_channels=4", "--layers=3", "--nodes=2", "--batch_size=8", "--image_size=8",
-       "--steps=3"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+       "--init_channels=4", "--layers=3", "--steps=2", "--batch_size=8", "--image_size=8",
+       "--timed_steps=3"], cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   out = json.loads(result.stdout.splitlines()[-1])
   assert out["impl"] == "tfnas" and out["replicas"] == 1 and out["peak_gpu_mb"] is None
@@ -44,6 +44,13 @@ def test_benchmark_tool_rejects_settings_it_cannot_run():
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert "error: jit_compile needs one replica, not 2" in result.stderr
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--cpu_devices=3",
+       "--batch_size=8", "--init_channels=4", "--layers=1", "--image_size=8"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert errors == ["error: batch_size 8 is not divisible by the 3 replicas"], result.stderr
 
 
 def test_graph_optimizer_modes():

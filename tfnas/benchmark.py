@@ -19,6 +19,7 @@ def benchmark_search_step(space, method, config, image_size, steps, strategy):
   peer's definition), peak_rss_mb, peak_gpu_mb (None without a GPU), replicas
   and the network's weight count.
   """
+  distribute.check_batch_size(config.batch_size, strategy)
   start = time.perf_counter()
   rng = np.random.default_rng(0)
   n = config.batch_size * (steps + 1)

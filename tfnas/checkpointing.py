@@ -151,9 +151,15 @@ class Checkpointer:
     if self.stop_request is not None:
       self.stop_request.unsaved_steps = value
 
-  def after_step(self):
-    """After every step: saves when due; on a stop request saves and raises Stopped."""
-    self._mark_unsaved(True)
+  def after_step(self, save=True):
+    """After every step: saves when due; on a stop request saves and raises Stopped.
+
+    save=False only notes the step (an epoch's last: the epoch's end writes its files,
+    then its checkpoint, and calls this again).
+    """
+    self._mark_unsaved(self._step() != self._saved_step)  # not after the epoch's save
+    if not save:
+      return
     if self.stop_request:
       raise Stopped(self.stop_request.reason, self._step(), self.save())
     if self.due():

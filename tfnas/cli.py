@@ -3,6 +3,7 @@
 No flags are defined here; the tools define their own. Nothing here imports
 TensorFlow, so a tool that fails on bad input says so before TensorFlow loads.
 """
+import os
 import signal
 import sys
 
@@ -19,17 +20,40 @@ STOP = StopRequest()
 _EXIT_STATUS = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 
 
+def _write_line(line):
+  # os.write, not print: the handler may run in the middle of a print to stderr,
+  # and a second write into the same buffer raises RuntimeError (reentrant call).
+  os.write(sys.stderr.fileno(), (line + "\n").encode())
+
+
+def _exit_now(line, status):
+  """Ends the process from a signal handler: what was printed, the line, the status."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError, RuntimeError):  # closed, or the handler interrupted a write
+      pass
+  _write_line(line)
+  os._exit(status)  # pylint: disable=protected-access
+
+
 def _install_signal_handlers():
+  # The handler never raises: Python runs it between any two bytecodes, also inside
+  # TensorFlow's tracing machinery, and an exception raised there left it corrupt
+  # (SystemError: Objects/listobject.c...). While steps are unsaved it only sets
+  # STOP, which the training loop reads after each step (a safe point); while none
+  # are (import, build, restore, the first trace, the step after a checkpoint, the
+  # files after it) nothing is lost by ending the process at once.
   def handler(signum, frame):
     del frame
     name = signal.Signals(signum).name
-    if STOP and STOP.reason == name and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+    if STOP.reason == "SIGINT" and signum == signal.SIGINT:  # a second Ctrl-C: stop at once
+      _exit_now("stopped by a second SIGINT: the steps since the last checkpoint are lost",
+                _EXIT_STATUS["SIGINT"])
     STOP.request(name)
-    if not STOP.unsaved_steps:  # e.g. while the graph is built: nothing to save
-      raise Stopped(name)
-    print(f"{name} received: stopping after the current step with a checkpoint",
-          file=sys.stderr, flush=True)
+    if not STOP.unsaved_steps:
+      _exit_now(str(Stopped(STOP.reason)), _EXIT_STATUS[STOP.reason])
+    _write_line(f"{name} received: stopping after the current step with a checkpoint")
 
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, handler)
@@ -43,7 +67,6 @@ def run(main):
   """
 
   def guarded_main(argv):
-    _install_signal_handlers()
     try:
       return main(argv)
     except UserInputError as e:
@@ -56,4 +79,5 @@ def run(main):
       print(str(e), file=sys.stderr)
       sys.exit(_EXIT_STATUS.get(e.reason, 1))
 
+  _install_signal_handlers()  # before the flags are parsed: a stop then ends at once
   app.run(guarded_main)

@@ -93,6 +93,13 @@ def get_strategy(name="auto", tpu_address=None):
   return tf.distribute.MirroredStrategy(devices)
 
 
+def check_batch_size(batch_size, strategy):
+  """Refuses a global batch that the strategy's replicas cannot share equally."""
+  n = strategy.num_replicas_in_sync
+  if batch_size % n:
+    raise UserInputError(f"batch_size {batch_size} is not divisible by the {n} replicas")
+
+
 def _merge_sum(strategy, *values):
   return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM,
                                            [(v, v) for v in values])

@@ -327,9 +327,7 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   if space.num_classes != data.num_classes:
     raise UserInputError(f"num_classes={space.num_classes} does not fit {data.name}, "
                          f"which has {data.num_classes} classes")
-  if config.batch_size % strategy.num_replicas_in_sync:
-    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the "
-                         f"{strategy.num_replicas_in_sync} replicas")
+  distribute.check_batch_size(config.batch_size, strategy)
   steps_per_epoch = data_lib.steps_per_epoch(data, config.batch_size)
   space.check_image_size(*data.image_shape[:2])
   params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)
@@ -394,17 +392,17 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
           progress.end_epoch()
           _flush(writers)
           return None
-        if not last:  # the epoch's end writes its own checkpoint and files first
-          checkpoints.after_step()
+        checkpoints.after_step(save=not last)  # the epoch's end writes its own checkpoint
       progress.end_epoch()
       searcher.epoch.assign(epoch + 1)
-      checkpoints.save()
       genotype = searcher.genotype()
       files_lib.write_json(searcher.alphas_json(), files["alphas.json"])
       genotype_lib.save(genotype, files["genotype.json"])
       _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch + 1)
       logging.info("epoch %d/%d done | %s | genotype %s", epoch + 1, config.epochs,
                    epoch_totals.line(), json.dumps(genotype_lib.to_json(genotype)))
+      # The checkpoint last: a stop after it loses nothing, so it may end the process.
+      checkpoints.save()
       checkpoints.after_step()
   except stopping.Stopped:
     _flush(writers)  # what was logged before the stop

@@ -6,8 +6,9 @@ class StopRequest:
 
   def __init__(self):
     self.reason = None
-    # Whether steps ran since the last checkpoint (set by the training loop). While
-    # none did, a stop loses nothing and need not wait for a step (or a graph build).
+    # Whether steps ran since the last checkpoint, or one is being written (set by
+    # checkpointing.Checkpointer). While not, a stop loses nothing and the handler
+    # ends the process at once, without waiting for a step or a graph build.
     self.unsaved_steps = False
 
   def request(self, reason):
@@ -21,10 +22,9 @@ class StopRequest:
 class Stopped(BaseException):
   """The run stopped on request after writing a checkpoint at `step`.
 
-  A BaseException, as KeyboardInterrupt: a signal handler may raise it anywhere
-  before the first step, and no `except Exception` on the way may turn it into
-  something else (Keras rebuilds exceptions raised inside a layer's call with a
-  new message, which lost the signal's name and the exit status).
+  Raised by the training loop at a safe point (after a step), never by a signal
+  handler. A BaseException, as KeyboardInterrupt: no `except Exception` on the way
+  may turn it into something else.
   """
 
   def __init__(self, reason, step=None, checkpoint=None):

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfnas import checkpointing
 from tfnas import data as data_lib
+from tfnas import distribute
 from tfnas import eval_model
 from tfnas import files
 from tfnas import genotype as genotype_lib
@@ -111,9 +112,8 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
            progress):
   strategy = strategy or tf.distribute.get_strategy()
   data = data or data_lib.load_search_data(data_config)
+  distribute.check_batch_size(config.batch_size, strategy)
   n = strategy.num_replicas_in_sync
-  if config.batch_size % n:
-    raise UserInputError(f"batch_size {config.batch_size} is not divisible by the {n} replicas")
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
     raise UserInputError(f"batch_size {config.batch_size} is larger than the training split "
@@ -235,13 +235,12 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
         checkpoints.save()
         progress.end_epoch()
         return None
-      if step_in_epoch + 1 < steps_per_epoch:  # the epoch's end writes its own checkpoint
-        checkpoints.after_step()
+      # The epoch's end writes its own checkpoint.
+      checkpoints.after_step(save=step_in_epoch + 1 < steps_per_epoch)
     progress.end_epoch()
     seconds = time.perf_counter() - start
     test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
     epoch_var.assign(epoch + 1)
-    checkpoints.save()
     step = int(global_step.numpy())
     train_loss, train_accuracy = loss_sum / max(examples, 1), right_sum / max(examples, 1)
     with writers["train"].as_default(step=step):
@@ -259,6 +258,8 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
     files.write_json(_eval_summary(history, counts, genotype), eval_path)
     logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
                  epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
+    # The checkpoint last: a stop after it loses nothing, so it may end the process.
+    checkpoints.save()
     checkpoints.after_step()
   for w in writers.values():
     w.flush()

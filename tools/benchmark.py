@@ -1,7 +1,7 @@
 r"""Times the library's search step; prints one JSON line.
 
   python tools/benchmark.py --method=fair_darts --init_channels=16 --layers=8 \
-      --batch_size=32 --image_size=32 --steps=5
+      --batch_size=32 --image_size=32 --timed_steps=5
 
 Compare with the PyTorch peer in the same run (see README, Performance).
 """
@@ -21,10 +21,13 @@ _METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noi
                             "Search method (its op set: 8 ops for darts, 7 otherwise).")
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Channels.", lower_bound=1)
 _LAYERS = flags.DEFINE_integer("layers", 8, "Cells.", lower_bound=1)
-_NODES = flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.", lower_bound=1)
+_STEPS = flags.DEFINE_integer(
+    "steps", 4, "Intermediate nodes per cell (the original DARTS code calls them steps).",
+    lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch.", lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the first one.", lower_bound=1)
+_TIMED_STEPS = flags.DEFINE_integer("timed_steps", 5, "Search steps timed after the first one.",
+                                    lower_bound=1)
 _STRATEGY = flags.DEFINE_enum(
     "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu"],
     "As in tools/search.py.")
@@ -49,7 +52,7 @@ def main(argv):
   from tfnas import searcher
 
   primitives = genotype.PRIMITIVES if _METHOD.value == "darts" else genotype.FAIR_PRIMITIVES
-  space = search_model.SearchSpace(primitives=primitives, steps=_NODES.value,
+  space = search_model.SearchSpace(primitives=primitives, steps=_STEPS.value,
                                    layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   precision, jit_compile = search_step_flags.PRECISION.value, search_step_flags.JIT_COMPILE.value
@@ -57,7 +60,7 @@ def main(argv):
                                  jit_compile=jit_compile)
   strategy = distribute.get_strategy(_STRATEGY.value)
   result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
-                                           _IMAGE_SIZE.value, _STEPS.value, strategy)
+                                           _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
                     "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,

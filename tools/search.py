@@ -40,7 +40,9 @@ _PRIMITIVES = flags.DEFINE_list(
     "primitives", None,
     "Candidate ops, in order. Default: the 8 DARTS ops for darts, the same without 'none' "
     "for fair_darts and noisy_darts (as their original code).")
-_STEPS = flags.DEFINE_integer("steps", 4, "Intermediate nodes per cell.", lower_bound=1)
+_STEPS = flags.DEFINE_integer(
+    "steps", 4, "Intermediate nodes per cell (the original DARTS code calls them steps).",
+    lower_bound=1)
 _LAYERS = flags.DEFINE_integer("layers", 8, "Cells in the search network.", lower_bound=1)
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Channels of the first cells.",
                                       lower_bound=1)
