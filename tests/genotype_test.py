@@ -97,15 +97,36 @@ def test_threshold_sparse_does_not_replace_rejected_edge():
 def test_threshold_edge_keeps_up_to_two_ops_per_edge(golden):
   g = genotype.derive(golden['normal_sigmoid'], golden['reduce_sigmoid'],
                       golden['primitives'], 4, 'threshold_edge')
-  # Edge (2,0) has four ops >= 0.85; the top two are kept, best first.
-  assert g.normal[:2] == (('dil_conv_5x5', 2, 0), ('dil_conv_3x3', 2, 0))
+  # Edge (2,0) has four ops >= 0.85; the top two are kept, in ascending order
+  # of weight as in the original.
+  assert g.normal[:2] == (('dil_conv_3x3', 2, 0), ('dil_conv_5x5', 2, 0))
   for cell in (g.normal, g.reduce):
     per_edge = {}
     for _, to, frm in cell:
       per_edge[(to, frm)] = per_edge.get((to, frm), 0) + 1
     assert max(per_edge.values()) == 2
   # Reduce edge (2,0) has five ops >= 0.85; again only the top two.
-  assert g.reduce[:2] == (('skip_connect', 2, 0), ('max_pool_3x3', 2, 0))
+  assert g.reduce[:2] == (('max_pool_3x3', 2, 0), ('skip_connect', 2, 0))
+
+
+def test_threshold_sparse_ties_go_to_first_input_and_op():
+  # As the DARTS rule: a stable edge ranking and the first argmax.
+  w = np.full((5, 7), 0.9)  # steps=2, every weight tied above the threshold
+  g = genotype.derive(w, w, genotype.FAIR_PRIMITIVES, 2, 'threshold_sparse')
+  assert g.normal == (('max_pool_3x3', 2, 0), ('max_pool_3x3', 2, 1),
+                      ('max_pool_3x3', 3, 0), ('max_pool_3x3', 3, 1))
+
+
+def test_threshold_edge_ties_go_to_the_higher_column():
+  # The original keeps the last two of an ascending stable sort: between equal
+  # weights the op with the higher column index wins (reference, section 3.3).
+  w = np.full((2, 7), 0.05)  # steps=1: edges (2,0) and (2,1)
+  w[0, [1, 3, 4]] = 0.9  # a three-way tie: the last two columns are kept
+  w[1, [0, 2]] = 0.9  # a tie above a lower op: both kept, lower column first
+  w[1, 5] = 0.95
+  g = genotype.derive(w, w, genotype.FAIR_PRIMITIVES, 1, 'threshold_edge')
+  assert g.normal == (('sep_conv_3x3', 2, 0), ('sep_conv_5x5', 2, 0),
+                      ('skip_connect', 2, 1), ('dil_conv_3x3', 2, 1))
 
 
 def test_golden_sigmoid_is_bimodal(golden):

@@ -230,7 +230,7 @@ def derive(weights_normal, weights_reduce, primitives, steps, rule,
     rule: 'darts' (top-2 edges per node, best non-'none' op), 'threshold_sparse'
       (as darts, but an edge's best op is kept only if its weight >=
       threshold) or 'threshold_edge' (on every edge, each of the top-2 ops
-      whose weight >= threshold).
+      whose weight >= threshold, in ascending order of weight).
     threshold: weight cut-off of the threshold rules.
 
   Returns:
@@ -266,8 +266,9 @@ def _derive_cell(w, primitives, steps, rule, threshold):
   entries = []
   if rule == 'threshold_edge':
     for (to, frm), row in zip(pairs, w):
-      # Stable sort: equal weights keep column order.
-      for k in np.argsort(-row, kind='stable')[:2]:
+      # As the original: the last two of an ascending stable sort, so between
+      # equal weights the higher column wins; kept in ascending order.
+      for k in np.argsort(row, kind='stable')[-2:]:
         if row[k] >= threshold:
           entries.append((primitives[usable[k]], to, frm))
     return tuple(entries)
