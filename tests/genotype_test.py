@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfnas import genotype
+from tfnas import op_table
 from tfnas.errors import UserInputError
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -226,6 +227,32 @@ def test_from_json_rejects_bad_input(obj, message):
   assert '\n' not in str(e.value)
 
 
+def test_from_json_nodes_must_lie_in_the_cell():
+  phantom = {'normal': [['sep_conv_3x3', 2, 0], ['sep_conv_3x3', 99, 0]],
+             'reduce': []}
+  with pytest.raises(UserInputError,
+                     match=r"'normal' entry 1: node 99 is not in a cell of 4 "):
+    genotype.from_json(phantom)
+  # A larger cell says so; to_json writes 'steps' for it, so it round-trips.
+  g = genotype.from_json(dict(phantom, steps=98))
+  assert genotype.to_json(g)['steps'] == 98
+  assert genotype.from_json(genotype.to_json(g)) == g
+  assert 'steps' not in genotype.to_json(genotype.from_json(
+      {'normal': [['sep_conv_3x3', 5, 0]], 'reduce': []}))
+  # The DARTS form's cell has as many nodes as entry pairs.
+  with pytest.raises(UserInputError, match='node 3 is not in a cell of 1 '):
+    genotype.from_json({'normal': [['sep_conv_3x3', 0]] * 4,
+                        'reduce': [['sep_conv_3x3', 0]] * 2, 'steps': 1})
+  with pytest.raises(UserInputError, match="'steps' must be a positive"):
+    genotype.from_json(dict(phantom, steps='4'))
+
+
+def test_every_op_of_the_op_table_is_a_genotype_op():
+  for op in op_table.OP_NAMES:
+    genotype.from_json({'normal': [[op, 2, 0]], 'reduce': [[op, 2, 1]]})
+  assert set(genotype.PRIMITIVES) < set(op_table.OP_NAMES)
+
+
 def test_from_json_fair_primitives_reject_none():
   with pytest.raises(UserInputError, match="unknown op 'none'"):
     genotype.from_json({'normal': [['none', 2, 0]], 'reduce': []},
@@ -261,6 +288,8 @@ def _alphas(steps=2, ops=genotype.FAIR_PRIMITIVES, relaxation='sigmoid',
     ({'reduce': [[0.0] * 6] * 5}, "'reduce' has shape 5x6, expected 5x7"),
     ({'steps': 0}, 'steps must be a positive integer'),
     ({'primitives': ['sep_conv_3x3', 'sep_conv_3x3']}, 'repeat'),
+    ({'primitives': ['sep_conv_3x3', 'conv_9x9'] + ['skip_connect'] * 5},
+     "unknown op 'conv_9x9'; known ops: none, max_pool_3x3"),
     ({'normal': [['a'] * 7] * 5}, 'matrix of numbers'),
     ({'normal': [[float('nan')] * 7] * 5}, 'non-finite'),
 ])
@@ -301,6 +330,19 @@ def test_derive_tool_end_to_end(tmp_path):
   expected = genotype.derive_from_alphas_json(obj, 'threshold_sparse', 0.9)
   assert genotype.from_json(json.loads(lines[0])) == expected
   assert genotype.load(str(out)) == expected
+
+
+def test_derive_tool_unknown_op_in_alphas(tmp_path):
+  obj = _alphas(ops=('sep_conv_3x3', 'conv_9x9'))
+  path = tmp_path / 'alphas.json'
+  path.write_text(json.dumps(obj))
+  out = tmp_path / 'genotype.json'
+  result = _run_tool(f'--alphas={path}', f'--output={out}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: {path}: unknown op 'conv_9x9'; known ops: "
+      f"{', '.join(op_table.OP_NAMES)}"]
+  assert not out.exists()
 
 
 def test_derive_tool_bad_path(tmp_path):

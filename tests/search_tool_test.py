@@ -128,7 +128,9 @@ def test_search_tool_in_float16_with_loss_scaling(tmp_path):
 BAD_INPUTS = {
     "unknown dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
     "empty split": (["--train_split=train[:0]"], "is empty"),
-    "unknown op": (["--primitives=skip_connect,conv_9x9"], "unknown op 'conv_9x9'"),
+    # Refused before the data loads (which would fail here).
+    "unknown op": (["--primitives=skip_connect,conv_9x9", "--dataset=cifar10", "--nodownload",
+                    "--tfds_data_dir={tmp}/tfds"], "unknown op 'conv_9x9'"),
     "classes": (["--num_classes=5"], "num_classes=5 does not fit digits, which has 10 classes"),
     "batch": (["--batch_size=512"], "512"),
     "not downloaded": (["--dataset=cifar10", "--nodownload", "--tfds_data_dir={tmp}/tfds"],

@@ -21,15 +21,7 @@ class SearchSpace:
   num_classes: int = 10
 
   def __post_init__(self):
-    object.__setattr__(self, "primitives", tuple(self.primitives))
-    unknown = [p for p in self.primitives if p not in ops.OP_NAMES]
-    if unknown:
-      raise UserInputError(
-          f"unknown op '{unknown[0]}'; known ops: {', '.join(ops.OP_NAMES)}")
-    if len(set(self.primitives)) != len(self.primitives):
-      raise UserInputError(f"an op is listed twice in {', '.join(self.primitives)}")
-    if not [p for p in self.primitives if p != "none"]:
-      raise UserInputError("the op set needs at least one op besides 'none'")
+    object.__setattr__(self, "primitives", genotype_lib.check_primitives(self.primitives))
     for name in ("steps", "layers", "init_channels", "stem_multiplier"):
       if getattr(self, name) < 1:
         raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -150,17 +150,19 @@ def main(argv):
       selection_rule=_SELECTION_RULE.value, threshold=_THRESHOLD.value)
   method = dataclasses.replace(method, noise=noise)
 
+  primitives = _PRIMITIVES.value
+  if primitives is None:
+    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
+                  else genotype_lib.FAIR_PRIMITIVES)
+  primitives = genotype_lib.check_primitives(primitives)  # before the data loads
+
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
       data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value)
   data = data_lib.load_search_data(data_config)
 
-  primitives = _PRIMITIVES.value
-  if primitives is None:
-    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
-                  else genotype_lib.FAIR_PRIMITIVES)
   space = search_model.SearchSpace(
-      primitives=tuple(primitives), steps=_STEPS.value, layers=_LAYERS.value,
+      primitives=primitives, steps=_STEPS.value, layers=_LAYERS.value,
       init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
       num_classes=_NUM_CLASSES.value or data.num_classes)
   config = searcher.SearchConfig(
