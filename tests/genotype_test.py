@@ -345,6 +345,18 @@ def test_derive_tool_unknown_op_in_alphas(tmp_path):
   assert not out.exists()
 
 
+def test_derive_tool_warns_of_a_threshold_under_the_darts_rule(tmp_path):
+  path = tmp_path / 'alphas.json'
+  path.write_text(json.dumps(_alphas()))
+  for rule, warnings in (('darts', 1), ('threshold_sparse', 0)):
+    result = _run_tool(f'--alphas={path}', f'--rule={rule}', '--threshold=0.9')
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if 'threshold=0.9: no effect, the darts rule' in line]
+    assert len(lines) == warnings, result.stderr
+  assert 'no effect' not in _run_tool(f'--alphas={path}', '--rule=darts').stderr
+
+
 def test_derive_tool_bad_path(tmp_path):
   result = _run_tool(f'--alphas={tmp_path / "nope.json"}')
   assert result.returncode == 2
