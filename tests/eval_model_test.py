@@ -241,3 +241,14 @@ def test_describe_bad_genotype_is_one_error_line():
   assert "Traceback" not in result.stderr
   errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
   assert len(errors) == 1 and "NO_SUCH_CELL" in errors[0]
+
+
+def test_describe_refuses_a_node_beyond_the_cell(tmp_path):
+  path = tmp_path / "g.json"
+  path.write_text(json.dumps({"normal": [["sep_conv_3x3", 2, 0], ["sep_conv_3x3", 99, 1]],
+                              "reduce": [["max_pool_3x3", 2, 0]]}))
+  result = _describe(f"--genotype={path}")
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: {path}: genotype 'normal' entry 1: node 99 is not in a cell of 4 intermediate "
+      "nodes (2..5); a larger cell needs \"steps\" in the genotype"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfnas import genotype
+from tfnas import op_table
 from tfnas.errors import UserInputError
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,15 +98,36 @@ def test_threshold_sparse_does_not_replace_rejected_edge():
 def test_threshold_edge_keeps_up_to_two_ops_per_edge(golden):
   g = genotype.derive(golden['normal_sigmoid'], golden['reduce_sigmoid'],
                       golden['primitives'], 4, 'threshold_edge')
-  # Edge (2,0) has four ops >= 0.85; the top two are kept, best first.
-  assert g.normal[:2] == (('dil_conv_5x5', 2, 0), ('dil_conv_3x3', 2, 0))
+  # Edge (2,0) has four ops >= 0.85; the top two are kept, in ascending order
+  # of weight as in the original.
+  assert g.normal[:2] == (('dil_conv_3x3', 2, 0), ('dil_conv_5x5', 2, 0))
   for cell in (g.normal, g.reduce):
     per_edge = {}
     for _, to, frm in cell:
       per_edge[(to, frm)] = per_edge.get((to, frm), 0) + 1
     assert max(per_edge.values()) == 2
   # Reduce edge (2,0) has five ops >= 0.85; again only the top two.
-  assert g.reduce[:2] == (('skip_connect', 2, 0), ('max_pool_3x3', 2, 0))
+  assert g.reduce[:2] == (('max_pool_3x3', 2, 0), ('skip_connect', 2, 0))
+
+
+def test_threshold_sparse_ties_go_to_first_input_and_op():
+  # As the DARTS rule: a stable edge ranking and the first argmax.
+  w = np.full((5, 7), 0.9)  # steps=2, every weight tied above the threshold
+  g = genotype.derive(w, w, genotype.FAIR_PRIMITIVES, 2, 'threshold_sparse')
+  assert g.normal == (('max_pool_3x3', 2, 0), ('max_pool_3x3', 2, 1),
+                      ('max_pool_3x3', 3, 0), ('max_pool_3x3', 3, 1))
+
+
+def test_threshold_edge_ties_go_to_the_higher_column():
+  # The original keeps the last two of an ascending stable sort: between equal
+  # weights the op with the higher column index wins (reference, section 3.3).
+  w = np.full((2, 7), 0.05)  # steps=1: edges (2,0) and (2,1)
+  w[0, [1, 3, 4]] = 0.9  # a three-way tie: the last two columns are kept
+  w[1, [0, 2]] = 0.9  # a tie above a lower op: both kept, lower column first
+  w[1, 5] = 0.95
+  g = genotype.derive(w, w, genotype.FAIR_PRIMITIVES, 1, 'threshold_edge')
+  assert g.normal == (('sep_conv_3x3', 2, 0), ('sep_conv_5x5', 2, 0),
+                      ('skip_connect', 2, 1), ('dil_conv_3x3', 2, 1))
 
 
 def test_golden_sigmoid_is_bimodal(golden):
@@ -205,6 +227,32 @@ def test_from_json_rejects_bad_input(obj, message):
   assert '\n' not in str(e.value)
 
 
+def test_from_json_nodes_must_lie_in_the_cell():
+  phantom = {'normal': [['sep_conv_3x3', 2, 0], ['sep_conv_3x3', 99, 0]],
+             'reduce': []}
+  with pytest.raises(UserInputError,
+                     match=r"'normal' entry 1: node 99 is not in a cell of 4 "):
+    genotype.from_json(phantom)
+  # A larger cell says so; to_json writes 'steps' for it, so it round-trips.
+  g = genotype.from_json(dict(phantom, steps=98))
+  assert genotype.to_json(g)['steps'] == 98
+  assert genotype.from_json(genotype.to_json(g)) == g
+  assert 'steps' not in genotype.to_json(genotype.from_json(
+      {'normal': [['sep_conv_3x3', 5, 0]], 'reduce': []}))
+  # The DARTS form's cell has as many nodes as entry pairs.
+  with pytest.raises(UserInputError, match='node 3 is not in a cell of 1 '):
+    genotype.from_json({'normal': [['sep_conv_3x3', 0]] * 4,
+                        'reduce': [['sep_conv_3x3', 0]] * 2, 'steps': 1})
+  with pytest.raises(UserInputError, match="'steps' must be a positive"):
+    genotype.from_json(dict(phantom, steps='4'))
+
+
+def test_every_op_of_the_op_table_is_a_genotype_op():
+  for op in op_table.OP_NAMES:
+    genotype.from_json({'normal': [[op, 2, 0]], 'reduce': [[op, 2, 1]]})
+  assert set(genotype.PRIMITIVES) < set(op_table.OP_NAMES)
+
+
 def test_from_json_fair_primitives_reject_none():
   with pytest.raises(UserInputError, match="unknown op 'none'"):
     genotype.from_json({'normal': [['none', 2, 0]], 'reduce': []},
@@ -240,6 +288,8 @@ def _alphas(steps=2, ops=genotype.FAIR_PRIMITIVES, relaxation='sigmoid',
     ({'reduce': [[0.0] * 6] * 5}, "'reduce' has shape 5x6, expected 5x7"),
     ({'steps': 0}, 'steps must be a positive integer'),
     ({'primitives': ['sep_conv_3x3', 'sep_conv_3x3']}, 'repeat'),
+    ({'primitives': ['sep_conv_3x3', 'conv_9x9'] + ['skip_connect'] * 5},
+     "unknown op 'conv_9x9'; known ops: none, max_pool_3x3"),
     ({'normal': [['a'] * 7] * 5}, 'matrix of numbers'),
     ({'normal': [[float('nan')] * 7] * 5}, 'non-finite'),
 ])
@@ -280,6 +330,31 @@ def test_derive_tool_end_to_end(tmp_path):
   expected = genotype.derive_from_alphas_json(obj, 'threshold_sparse', 0.9)
   assert genotype.from_json(json.loads(lines[0])) == expected
   assert genotype.load(str(out)) == expected
+
+
+def test_derive_tool_unknown_op_in_alphas(tmp_path):
+  obj = _alphas(ops=('sep_conv_3x3', 'conv_9x9'))
+  path = tmp_path / 'alphas.json'
+  path.write_text(json.dumps(obj))
+  out = tmp_path / 'genotype.json'
+  result = _run_tool(f'--alphas={path}', f'--output={out}')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      f"error: {path}: unknown op 'conv_9x9'; known ops: "
+      f"{', '.join(op_table.OP_NAMES)}"]
+  assert not out.exists()
+
+
+def test_derive_tool_warns_of_a_threshold_under_the_darts_rule(tmp_path):
+  path = tmp_path / 'alphas.json'
+  path.write_text(json.dumps(_alphas()))
+  for rule, warnings in (('darts', 1), ('threshold_sparse', 0)):
+    result = _run_tool(f'--alphas={path}', f'--rule={rule}', '--threshold=0.9')
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if 'threshold=0.9: no effect, the darts rule' in line]
+    assert len(lines) == warnings, result.stderr
+  assert 'no effect' not in _run_tool(f'--alphas={path}', '--rule=darts').stderr
 
 
 def test_derive_tool_bad_path(tmp_path):

@@ -338,12 +338,44 @@ def test_overrides_replace_one_part_and_keep_the_rest():
   assert methods.get_method('darts').noise is None
 
 
+def test_noise_is_turned_on_off_and_adjusted_part_by_part():
+  m = methods.get_method('darts', add_noise=True, noise_parts={'factor': 0.1, 'type': None})
+  assert m.noise == methods.NoiseConfig(factor=0.1)
+  m = methods.get_method('noisy_darts', noise_parts={'mixture': 'multiplicative', 'mean': 1.0})
+  assert m.noise == methods.NoiseConfig(mixture='multiplicative', mean=1.0)
+  assert methods.get_method('noisy_darts', add_noise=False).noise is None
+  assert methods.get_method('noisy_darts', skip_drop_prob=0.3).skip_drop_prob == 0.3
+  assert methods.get_method('noisy_darts').skip_drop_prob == 0.0  # the paper's
+
+
+@pytest.mark.parametrize('name,overrides,warning', [
+    ('fair_darts', {'noise_parts': {'factor': 0.3, 'type': None}},
+     'noise settings (factor=0.3): no effect, the method adds no noise'),
+    ('noisy_darts', {'add_noise': False, 'noise_parts': {'cosine_decay': True}},
+     'noise settings (cosine_decay=True): no effect'),
+    ('darts', {'threshold': 0.9},
+     'threshold=0.9: no effect, the darts selection rule uses no threshold'),
+    ('fair_darts', {'threshold': 0.9, 'selection_rule': 'darts'}, 'threshold=0.9: no effect'),
+    ('fair_darts', {'threshold': 0.9}, None),
+    ('noisy_darts', {'noise_parts': {'factor': 0.3}}, None),
+])
+def test_settings_without_effect_are_named_in_one_warning(name, overrides, warning, caplog):
+  with caplog.at_level('WARNING'):
+    methods.get_method(name, **overrides)
+  if warning is None:
+    assert not caplog.records
+  else:
+    assert len(caplog.records) == 1 and warning in caplog.records[0].getMessage()
+
+
 @pytest.mark.parametrize('name,overrides,what', [
     ('enas', {}, 'enas'),
     ('darts', {'relaxation': 'gumbel'}, 'gumbel'),
     ('fair_darts', {'selection_rule': 'top3'}, 'top3'),
     ('darts', {'zero_one_form': 'l3'}, 'l3'),
     ('darts', {'threshold': 1.5}, 'threshold'),
+    ('noisy_darts', {'skip_drop_prob': 1.0}, 'skip_drop_prob'),
+    ('noisy_darts', {'noise_parts': {'factor': -1.0}}, 'noise factor'),
 ])
 def test_invalid_choices_raise_user_input_error(name, overrides, what):
   with pytest.raises(UserInputError, match=what):

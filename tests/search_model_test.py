@@ -143,3 +143,34 @@ def test_each_edge_gets_its_own_noise_on_skip_connect():
       assert abs(d.mean()) < 0.05 * d.std()
       assert d.std() == pytest.approx(0.2 * clean[..., m, :].std(ddof=1), rel=0.05)
     assert not np.allclose(noisy[..., 0, :], noisy[..., 1, :])  # independent draws per edge
+
+
+@pytest.mark.parametrize("noise", [None, methods.NoiseConfig()])
+def test_skip_drop_path_per_example_and_edge_in_training_only(noise):
+  x = _rand([16, 4, 4, C], 6)
+  seed = tf.constant([3, 4], tf.int64)
+  w = tf.constant([[1.0], [0.5], [0.25]])
+  for stride in (1, 2):
+    group = search_model.EdgeGroup(("skip_connect",), C, stride, edges=3, noise=noise,
+                                   skip_drop_prob=0.5)
+    out = group(x, w, training=True, noise_seed=seed).numpy()
+    np.testing.assert_array_equal(out, group(x, w, training=True, noise_seed=seed).numpy())
+    if stride == 1:
+      clean = np.broadcast_to(x.numpy()[..., None, :], out.shape)
+    else:  # each edge's own FactorizedReduce, in training mode (batch statistics)
+      clean = group.candidates[0](tf.nn.relu(x), training=True).numpy().reshape(out.shape)
+    clean = clean * w.numpy()[:, 0, None]
+    zeroed = np.all(out == 0, axis=(1, 2, 4))  # [examples, edges]; after the noise too
+    assert 0 < zeroed.sum() < zeroed.size and not np.all(zeroed == zeroed[:, :1])
+    if noise is None:  # the others scaled by 1 / (1 - p)
+      kept = ~zeroed
+      np.testing.assert_allclose(np.moveaxis(out, 3, 1)[kept],
+                                 np.moveaxis(clean, 3, 1)[kept] / 0.5, rtol=1e-5, atol=1e-6)
+    inference = group(x, w, training=False, noise_seed=seed).numpy()
+    if stride == 1:
+      np.testing.assert_array_equal(inference, clean)
+    assert not np.any(np.all(inference == 0, axis=(1, 2, 4)))
+  # p = 0 is today's group: nothing dropped.
+  plain = search_model.EdgeGroup(("skip_connect",), C, 1, edges=3, skip_drop_prob=0.0)
+  np.testing.assert_array_equal(plain(x, w, training=True, noise_seed=seed).numpy(),
+                                x.numpy()[..., None, :] * w.numpy()[:, 0, None])

@@ -1,4 +1,5 @@
 """tools/search.py end to end: the paper presets on a tiny network, resume, and bad input."""
+import dataclasses
 import glob
 import json
 import os
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tfnas import genotype as genotype_lib
+from tfnas import methods
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The presets' optimization settings, on a tiny network and a slice of the digits.
@@ -59,6 +61,7 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
                                       "factor": 0.2, "cosine_decay": False}
   else:
     assert method_params["noise"] is None
+  assert method_params["skip_drop_prob"] == 0.0  # the papers' presets
 
   # The printed genotype is the file's, and it is what the alphas give under the rule.
   printed = json.loads(result.stdout.splitlines()[0])
@@ -92,6 +95,21 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already complete" in again.stderr
     assert json.loads(again.stdout.splitlines()[0]) == printed
+
+
+def test_official_noisy_darts_preset_drops_the_skip_and_warns_of_an_ignored_threshold(tmp_path):
+  # The official-code preset is the paper's plus drop-path 0.3 on the skip branch; a
+  # --threshold under the darts rule has no effect, which one warning line says.
+  model_dir = str(tmp_path / "run")
+  result = run_tool("search.py", "--flagfile=flags/noisy_darts_official_cifar10.flags", *TINY,
+                    "--threshold=0.9", f"--model_dir={model_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  params = _load(model_dir, "params.json")["method"]
+  assert params["skip_drop_prob"] == 0.3
+  assert {**params, "skip_drop_prob": 0.0, "threshold": 0.85} == json.loads(json.dumps(
+      dataclasses.asdict(methods.get_method("noisy_darts"))))
+  warnings = [line for line in result.stderr.splitlines() if "threshold=0.9: no effect" in line]
+  assert len(warnings) == 1, result.stderr[-3000:]
 
 
 def _image_folder(root, size):
@@ -129,7 +147,9 @@ def test_search_tool_in_float16_with_loss_scaling(tmp_path):
 BAD_INPUTS = {
     "unknown dataset": (["--dataset=no_such_dataset_xyz"], "unknown dataset 'no_such_dataset_xyz'"),
     "empty split": (["--train_split=train[:0]"], "is empty"),
-    "unknown op": (["--primitives=skip_connect,conv_9x9"], "unknown op 'conv_9x9'"),
+    # Refused before the data loads (which would fail here).
+    "unknown op": (["--primitives=skip_connect,conv_9x9", "--dataset=cifar10", "--nodownload",
+                    "--tfds_data_dir={tmp}/tfds"], "unknown op 'conv_9x9'"),
     "classes": (["--num_classes=5"], "num_classes=5 does not fit digits, which has 10 classes"),
     "no classes": (["--num_classes=0"], "num_classes must be >= 2, got 0"),
     "same splits": (["--val_split=train[:64]"], "are the same images"),

@@ -236,6 +236,10 @@ _BAD_FILES = {
     'node_out_of_range': (
         json.dumps({'normal': [['sep_conv_3x3', 2, 2]], 'reduce': []}),
         'from_node must be in [0, 2)'),
+    'node_beyond_the_cell': (
+        json.dumps({'normal': [['sep_conv_3x3', 2, 0], ['sep_conv_3x3', 99, 1]],
+                    'reduce': []}),
+        "'normal' entry 1: node 99 is not in a cell of 4 intermediate nodes"),
 }
 
 

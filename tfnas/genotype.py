@@ -13,8 +13,10 @@ import numpy as np
 
 from tfnas import files
 from tfnas.errors import UserInputError
+from tfnas.op_table import OP_NAMES
 
-# Column order of alpha; it also decides ties, so it follows the original.
+# The DARTS search space's ops (any of OP_NAMES may be searched). Column order
+# of alpha; it also decides ties, so it follows the original.
 PRIMITIVES = (
     'none',
     'max_pool_3x3',
@@ -32,6 +34,9 @@ RULES = ('darts', 'threshold_sparse', 'threshold_edge')
 RELAXATIONS = ('softmax', 'sigmoid')
 
 _CELLS = ('normal', 'reduce')
+# Intermediate nodes of a genotype's cell unless it says otherwise: the DARTS
+# cell, which the 3-tuple genotypes of Fair DARTS describe.
+DEFAULT_STEPS = 4
 
 
 def edges(steps):
@@ -68,30 +73,43 @@ class Genotype:
 
 
 def to_json(g):
-  """Returns the JSON-ready dict form of a Genotype."""
+  """Returns the JSON-ready dict form of a Genotype.
+
+  'steps' is written only for a cell larger than DEFAULT_STEPS nodes.
+  """
   out = {}
   for cell in _CELLS:
     out[cell] = [[op, to, frm] for op, to, frm in getattr(g, cell)]
     out[cell + '_concat'] = list(getattr(g, cell + '_concat'))
+  last = max((to for cell in _CELLS for _, to, _ in getattr(g, cell)), default=0)
+  if last - 1 > DEFAULT_STEPS:
+    out['steps'] = last - 1
   return out
 
 
-def from_json(obj, primitives=PRIMITIVES):
+def from_json(obj, primitives=OP_NAMES):
   """Builds a validated Genotype from its JSON form.
 
   Accepts the tfnas form ([op, to_node, from_node] entries) and the original
   DARTS form ([op, from_node] pairs, two per intermediate node in node order).
   Missing concat lists default to range(2, 2 + steps) for the DARTS form and
-  to the nodes that have entries for the 3-tuple form.
+  to the nodes that have entries for the 3-tuple form. Nodes must lie in the
+  cell: 'steps' intermediate nodes, by default DEFAULT_STEPS for the 3-tuple
+  form and the number of entry pairs for the DARTS form.
   """
   if not isinstance(obj, dict):
     raise UserInputError(
         f'genotype must be a JSON object, got {type(obj).__name__}')
+  steps = obj.get('steps')
+  if steps is not None and (not _is_int(steps) or steps < 1):
+    raise UserInputError(
+        f"genotype 'steps' must be a positive integer, got {steps!r}")
   cells = {}
   for cell in _CELLS:
     if cell not in obj:
       raise UserInputError(f"genotype is missing key '{cell}'")
     entries, max_node = _parse_entries(cell, obj[cell], primitives)
+    _check_nodes_in_cell(cell, entries, steps, max_node)
     key = cell + '_concat'
     if obj.get(key) is None:
       if max_node is None:  # 3-tuple form: the nodes that exist.
@@ -154,6 +172,18 @@ def _parse_entries(cell, value, primitives):
   return tuple(entries), max_node
 
 
+def _check_nodes_in_cell(cell, entries, steps, max_node):
+  """Refuses nodes beyond the cell's last (max_node: the DARTS form's)."""
+  if steps is None:
+    steps = DEFAULT_STEPS if max_node is None else max_node - 1
+  for k, (_, to, _) in enumerate(entries):
+    if to >= 2 + steps:
+      raise UserInputError(
+          f"genotype '{cell}' entry {k}: node {to} is not in a cell of {steps} "
+          f'intermediate nodes (2..{1 + steps}); a larger cell needs "steps" '
+          'in the genotype')
+
+
 def _parse_concat(key, value, entries):
   if not isinstance(value, (list, tuple)):
     raise UserInputError(
@@ -172,7 +202,7 @@ def _parse_concat(key, value, entries):
   return tuple(int(n) for n in value)
 
 
-def load(path, primitives=PRIMITIVES):
+def load(path, primitives=OP_NAMES):
   """Reads a genotype JSON file (either form) into a Genotype."""
   obj = files.read_json(path, 'genotype file')
   try:
@@ -213,13 +243,13 @@ def derive(weights_normal, weights_reduce, primitives, steps, rule,
     rule: 'darts' (top-2 edges per node, best non-'none' op), 'threshold_sparse'
       (as darts, but an edge's best op is kept only if its weight >=
       threshold) or 'threshold_edge' (on every edge, each of the top-2 ops
-      whose weight >= threshold).
+      whose weight >= threshold, in ascending order of weight).
     threshold: weight cut-off of the threshold rules.
 
   Returns:
     A Genotype.
   """
-  primitives = _check_primitives(primitives)
+  primitives = check_primitives(primitives)
   _check_steps(steps)
   if rule not in RULES:
     raise UserInputError(
@@ -249,8 +279,9 @@ def _derive_cell(w, primitives, steps, rule, threshold):
   entries = []
   if rule == 'threshold_edge':
     for (to, frm), row in zip(pairs, w):
-      # Stable sort: equal weights keep column order.
-      for k in np.argsort(-row, kind='stable')[:2]:
+      # As the original: the last two of an ascending stable sort, so between
+      # equal weights the higher column wins; kept in ascending order.
+      for k in np.argsort(row, kind='stable')[-2:]:
         if row[k] >= threshold:
           entries.append((primitives[usable[k]], to, frm))
     return tuple(entries)
@@ -278,7 +309,7 @@ def derive_from_alphas_json(obj, rule, threshold=0.85):
   for key in ('primitives', 'relaxation', 'steps', 'normal', 'reduce'):
     if key not in obj:
       raise UserInputError(f"alphas is missing key '{key}'")
-  primitives = _check_primitives(obj['primitives'])
+  primitives = check_primitives(obj['primitives'])
   relaxation = obj['relaxation']
   if relaxation not in RELAXATIONS:
     raise UserInputError(
@@ -336,11 +367,16 @@ def _check_steps(steps):
     raise UserInputError(f'steps must be a positive integer, got {steps!r}')
 
 
-def _check_primitives(primitives):
+def check_primitives(primitives):
+  """Returns the op list as a tuple, refusing unknown, repeated or no real ops."""
   if (not isinstance(primitives, (list, tuple)) or not primitives
       or not all(isinstance(p, str) for p in primitives)):
     raise UserInputError(
         f'primitives must be a non-empty list of op names, got {primitives!r}')
+  unknown = [p for p in primitives if p not in OP_NAMES]
+  if unknown:
+    raise UserInputError(
+        f"unknown op '{unknown[0]}'; known ops: {', '.join(OP_NAMES)}")
   if len(set(primitives)) != len(primitives):
     raise UserInputError(f'primitives repeat an op: {list(primitives)}')
   if all(p == 'none' for p in primitives):

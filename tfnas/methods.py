@@ -2,12 +2,14 @@
 
 A method is a preset of independent parts: the relaxation of the architecture
 weights (softmax per edge or sigmoid per op), their initialization, the
-zero-one regularizer, the noise on skip_connect, and the selection rule. Any
-part can be overridden on its own (e.g. softmax with the zero-one loss).
+zero-one regularizer, the noise on skip_connect, the drop-path on
+skip_connect, and the selection rule. Any part can be overridden on its own
+(e.g. softmax with the zero-one loss).
 """
 import dataclasses
 import math
 
+from absl import logging
 import tensorflow as tf
 
 from tfnas import genotype as genotype_lib
@@ -56,6 +58,9 @@ class Method:
   zero_one_weight: float = 0.0   # Fair DARTS' zero-one loss weight; 0 = off
   zero_one_form: str = "l2"
   noise: NoiseConfig | None = None
+  # Noisy DARTS' official code: drop-path with this probability on each edge's (noisy)
+  # skip_connect output during search, per example, rescaled by 1/(1-p); 0 = off.
+  skip_drop_prob: float = 0.0
   selection_rule: str = "darts"
   threshold: float = 0.85
 
@@ -67,6 +72,8 @@ class Method:
       raise UserInputError(f"threshold must be in [0, 1], got {self.threshold}")
     if self.alpha_init_std < 0 or self.zero_one_weight < 0:
       raise UserInputError("alpha_init_std and zero_one_weight must be >= 0")
+    if not 0.0 <= self.skip_drop_prob < 1.0:
+      raise UserInputError(f"skip_drop_prob must be in [0, 1), got {self.skip_drop_prob}")
 
 
 METHODS = {
@@ -81,11 +88,31 @@ METHODS = {
 
 
 
-def get_method(name, **overrides):
-  """A preset with some parts replaced; overrides set to None keep the preset."""
+def get_method(name, add_noise=None, noise_parts=None, **overrides):
+  """A preset with some parts replaced; overrides set to None keep the preset.
+
+  add_noise turns the skip noise on or off (None: as the preset); noise_parts,
+  a dict of NoiseConfig fields, replaces parts of the noise (None values keep
+  them). Settings that have no effect in the method are named in a warning.
+  """
   _check_choice("method", name, tuple(METHODS))
   changes = {k: v for k, v in overrides.items() if v is not None}
-  return dataclasses.replace(METHODS[name], **changes)
+  parts = {k: v for k, v in (noise_parts or {}).items() if v is not None}
+  noise = changes.get("noise", METHODS[name].noise)
+  if add_noise is not None:
+    noise = (noise or NoiseConfig()) if add_noise else None
+  if noise is not None:
+    changes["noise"] = dataclasses.replace(noise, **parts)
+  else:
+    changes["noise"] = None
+    if parts:
+      logging.warning("noise settings (%s): no effect, the method adds no noise (add_noise "
+                      "turns it on)", ", ".join(f"{k}={v}" for k, v in parts.items()))
+  method = dataclasses.replace(METHODS[name], **changes)
+  if "threshold" in changes and method.selection_rule == "darts":
+    logging.warning("threshold=%s: no effect, the darts selection rule uses no threshold "
+                    "(threshold_sparse and threshold_edge do)", method.threshold)
+  return method
 
 
 def relax(alphas, relaxation):

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfnas import distribute
 from tfnas.errors import UserInputError
+from tfnas.op_table import CONV_OPS, OP_NAMES, POOL_OPS  # noqa: F401 (the op table)
 
 
 def torch_uniform(fan_in):
@@ -499,14 +500,6 @@ class Zero(Block):
     return tf.zeros_like(x[:, ::self.stride, ::self.stride, :])
 
 
-# The pooling primitives (their kind) and the convolution primitives (separable or dilated,
-# kernel size, padding, dilation), as in the original operations.py.
-POOL_OPS = {"max_pool_3x3": "max", "avg_pool_3x3": "avg"}
-CONV_OPS = {"sep_conv_3x3": ("sep", 3, 1, 1), "sep_conv_5x5": ("sep", 5, 2, 1),
-            "sep_conv_7x7": ("sep", 7, 3, 1), "dil_conv_3x3": ("dil", 3, 2, 2),
-            "dil_conv_5x5": ("dil", 5, 4, 2)}
-
-
 def conv_op(name, c_out, stride, affine, synchronized=False, groups=1, shared_input=False):
   """One of CONV_OPS; `groups` and `shared_input` as in DilConv (a search cell's edges)."""
   kind, kernel, padding, dilation = CONV_OPS[name]
@@ -531,6 +524,3 @@ def make_op(name, c, stride, affine, search=False, synchronized=False):
     return conv_op(name, c, stride, affine, synchronized)
   raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(OP_NAMES)}")
 
-
-OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
-            "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5")

@@ -4,6 +4,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
 from tfnas import ops
@@ -21,15 +22,7 @@ class SearchSpace:
   num_classes: int = 10
 
   def __post_init__(self):
-    object.__setattr__(self, "primitives", tuple(self.primitives))
-    unknown = [p for p in self.primitives if p not in ops.OP_NAMES]
-    if unknown:
-      raise UserInputError(
-          f"unknown op '{unknown[0]}'; known ops: {', '.join(ops.OP_NAMES)}")
-    if len(set(self.primitives)) != len(self.primitives):
-      raise UserInputError(f"an op is listed twice in {', '.join(self.primitives)}")
-    if not [p for p in self.primitives if p != "none"]:
-      raise UserInputError("the op set needs at least one op besides 'none'")
+    object.__setattr__(self, "primitives", genotype_lib.check_primitives(self.primitives))
     for name in ("steps", "layers", "init_channels", "stem_multiplier"):
       if getattr(self, name) < 1:
         raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -97,13 +90,15 @@ class EdgeGroup(ops.Block):
   and its output need not be kept for the weight's gradient). The outputs equal
   separate mixed ops' (tests/search_model_test.py), from a graph a fraction of
   the size. 'none' contributes zero and is not computed; its weight still takes
-  part in the softmax.
+  part in the softmax. In training, skip_connect's output gets the method's noise
+  and then its drop-path (skip_drop_prob), each edge its own, before its weight.
   """
 
-  def __init__(self, primitives, c, stride, edges, noise=None, synchronized=False, **kwargs):
+  def __init__(self, primitives, c, stride, edges, noise=None, synchronized=False,
+               skip_drop_prob=0.0, **kwargs):
     super().__init__(**kwargs)
     self.primitives, self.c, self.stride, self.edges = tuple(primitives), c, stride, edges
-    self.noise = noise
+    self.noise, self.skip_drop_prob = noise, skip_drop_prob
     self.op_index, self.candidates = [], []
     for k, name in enumerate(self.primitives):
       if name == "none":
@@ -147,7 +142,10 @@ class EdgeGroup(ops.Block):
     return "image"
 
   def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
-    """x: [B, H, W, C]; weights: [edges, ops]. Returns [B, H', W', edges, C]."""
+    """x: [B, H, W, C]; weights: [edges, ops]. Returns [B, H', W', edges, C].
+
+    noise_seed: the stateless seed of skip_connect's noise and drop-path.
+    """
     names = [self.primitives[i] for i in self.op_index]
     reduces = "skip_connect" in names and self.stride > 1
     layouts = {n: self._layout(n, x) for n in names if n in ops.CONV_OPS}
@@ -168,10 +166,11 @@ class EdgeGroup(ops.Block):
     terms, phased = [], {}
     for i, name, op in zip(self.op_index, names, self.candidates):
       noisy = name == "skip_connect" and training and self.noise is not None
+      dropped = name == "skip_connect" and training and self.skip_drop_prob > 0
       per_edge = name in ops.CONV_OPS or (name == "skip_connect" and self.stride > 1)
       layout = layouts.get(name)
       inputs = shared[layout] if layout else rectified
-      if per_edge and not noisy:
+      if per_edge and not (noisy or dropped):
         # Each edge's weight scales its channels in the op's last batch norm.
         scale = channel_weights[i]
         if isinstance(layout, tuple):  # in phases: summed there, interleaved once below
@@ -180,12 +179,16 @@ class EdgeGroup(ops.Block):
         else:
           terms.append(self._split_edges(op(inputs, training=training, scale=scale)))
         continue
-      if per_edge:  # the noisy FactorizedReduce
+      if per_edge:  # the noisy or dropped FactorizedReduce
         y = self._split_edges(op(inputs, training=training))
       else:  # the same on every edge
         y = tf.expand_dims(op(x, training=training), -2)
+      if noisy or dropped:
+        y, seed = self._per_edge(y, noise_seed)
       if noisy:
-        y = self._noisy(y, noise_seed, noise_scale)
+        y = methods_lib.add_noise(y, self.noise, seed, noise_scale, edge_axis=3)
+      if dropped:  # after the noise, as the original
+        y = eval_model.drop_path(y, self.skip_drop_prob, _fold(seed, 1), edge_axis=3)
       terms.append(_edge_weighted(y, tf.cast(columns[i], y.dtype)))  # [B, H', W', edges, C]
     for (_, dilation), ys in phased.items():
       terms.append(self._split_edges(
@@ -198,12 +201,12 @@ class EdgeGroup(ops.Block):
   def _split_edges(self, y):
     return tf.reshape(y, ops.image_shape(y, self.edges, self.c))
 
-  def _noisy(self, y, seed, scale):
-    """Independent noise on each edge's skip output (and on each replica)."""
-    y = y + tf.zeros([self.edges, self.c], y.dtype)  # one copy per edge
+  def _per_edge(self, y, seed):
+    """y with one copy per edge, and a seed of its own draws on this replica."""
+    y = y + tf.zeros([self.edges, self.c], y.dtype)
     if seed is None:  # no seed given: a fresh stateful draw
       seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    return methods_lib.add_noise(y, self.noise, _fold(seed, _replica_id()), scale, edge_axis=3)
+    return y, _fold(seed, _replica_id())
 
 
 class SearchCell(ops.Block):
@@ -214,7 +217,7 @@ class SearchCell(ops.Block):
   """
 
   def __init__(self, space, c, reduction, reduction_prev, noise=None, synchronized=False,
-               **kwargs):
+               skip_drop_prob=0.0, **kwargs):
     super().__init__(**kwargs)
     self.reduction = reduction
     self.steps = space.steps
@@ -229,7 +232,7 @@ class SearchCell(ops.Block):
                        for s in range(space.steps + 1)]
     self.groups = [
         EdgeGroup(space.primitives, c, 2 if reduction and s < 2 else 1, len(edge_ids), noise,
-                  synchronized, name=f"from{s}")
+                  synchronized, skip_drop_prob, name=f"from{s}")
         for s, edge_ids in enumerate(self.edges_from)]
 
   def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
@@ -273,7 +276,7 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
       if reduction:
         c_curr *= 2
       self.cells.append(SearchCell(space, c_curr, reduction, reduction_prev, noise,
-                                   synchronized_bn, name=f"cell_{i}"))
+                                   synchronized_bn, method.skip_drop_prob, name=f"cell_{i}"))
       reduction_prev = reduction
       c_prev = space.steps * c_curr  # the next cell's input (the classifier's after the last)
     # Separate initializer objects: an unseeded Keras initializer repeats its draw.

@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 
 from tfnas import cli  # pylint: disable=g-import-not-at-top
 from tfnas import genotype  # pylint: disable=g-import-not-at-top
@@ -39,6 +40,9 @@ def main(argv):
   if len(argv) > 1:
     raise UserInputError(
         f"unexpected arguments: {' '.join(argv[1:])}")
+  if _RULE.value == 'darts' and flags.FLAGS['threshold'].present:
+    logging.warning('threshold=%s: no effect, the darts rule uses no threshold '
+                    '(threshold_sparse and threshold_edge do)', _THRESHOLD.value)
   g = genotype.derive_from_alphas_file(
       _ALPHAS.value, _RULE.value, _THRESHOLD.value)
   if _OUTPUT.value:

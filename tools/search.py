@@ -5,7 +5,6 @@ r"""Searches a DARTS cell with DARTS, Fair DARTS or Noisy DARTS.
 Running again with the same --model_dir resumes the search. Flags keep the
 names of the original DARTS code where it has them.
 """
-import dataclasses
 import json
 import pathlib
 import sys
@@ -75,6 +74,10 @@ _NOISE_FACTOR = flags.DEFINE_float("noise_factor", None,
                                    "lambda: the Gaussian std is lambda * std(x).")
 _NOISE_DECAY = flags.DEFINE_boolean("noise_decay", None,
                                     "Cosine decay of the noise to 0 over the search.")
+_SKIP_DROP_PROB = flags.DEFINE_float(
+    "skip_drop_prob", None,
+    "Drop-path probability on skip_connect's (noisy) output in training, per example and edge "
+    "(0: off; Noisy DARTS' official code: 0.3).")
 
 # Optimization.
 _EPOCHS = flags.DEFINE_integer("epochs", 50, "Search epochs.", lower_bound=1)
@@ -136,21 +139,20 @@ def main(argv):
   from tfnas import search_model
   from tfnas import searcher
 
-  noise = None
-  preset = methods.METHODS[_METHOD.value]
-  if _ADD_NOISE.value or (_ADD_NOISE.value is None and preset.noise is not None):
-    base = preset.noise or methods.NoiseConfig()
-    noise = methods.NoiseConfig(
-        type=_NOISE_TYPE.value or base.type,
-        mixture=_NOISE_MIXTURE.value or base.mixture,
-        mean=base.mean if _NOISE_MEAN.value is None else _NOISE_MEAN.value,
-        factor=base.factor if _NOISE_FACTOR.value is None else _NOISE_FACTOR.value,
-        cosine_decay=base.cosine_decay if _NOISE_DECAY.value is None else _NOISE_DECAY.value)
   method = methods.get_method(
       _METHOD.value, relaxation=_RELAXATION.value, alpha_init_std=_ALPHA_INIT_STD.value,
       zero_one_weight=_ZERO_ONE_WEIGHT.value, zero_one_form=_ZERO_ONE_FORM.value,
-      selection_rule=_SELECTION_RULE.value, threshold=_THRESHOLD.value)
-  method = dataclasses.replace(method, noise=noise)
+      selection_rule=_SELECTION_RULE.value, threshold=_THRESHOLD.value,
+      skip_drop_prob=_SKIP_DROP_PROB.value, add_noise=_ADD_NOISE.value,
+      noise_parts=dict(type=_NOISE_TYPE.value, mixture=_NOISE_MIXTURE.value,
+                       mean=_NOISE_MEAN.value, factor=_NOISE_FACTOR.value,
+                       cosine_decay=_NOISE_DECAY.value))
+
+  primitives = _PRIMITIVES.value
+  if primitives is None:
+    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
+                  else genotype_lib.FAIR_PRIMITIVES)
+  primitives = genotype_lib.check_primitives(primitives)  # before the data loads
 
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
@@ -158,12 +160,8 @@ def main(argv):
       seed=_SEED.value)
   data = data_lib.load_search_data(data_config)
 
-  primitives = _PRIMITIVES.value
-  if primitives is None:
-    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
-                  else genotype_lib.FAIR_PRIMITIVES)
   space = search_model.SearchSpace(
-      primitives=tuple(primitives), steps=_STEPS.value, layers=_LAYERS.value,
+      primitives=primitives, steps=_STEPS.value, layers=_LAYERS.value,
       init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
       num_classes=data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
   config = searcher.SearchConfig(
