@@ -174,3 +174,12 @@ def test_skip_drop_path_per_example_and_edge_in_training_only(noise):
   plain = search_model.EdgeGroup(("skip_connect",), C, 1, edges=3, skip_drop_prob=0.0)
   np.testing.assert_array_equal(plain(x, w, training=True, noise_seed=seed).numpy(),
                                 x.numpy()[..., None, :] * w.numpy()[:, 0, None])
+
+
+def test_the_network_drops_the_skip_of_every_edge_group_of_both_cell_types():
+  space = search_model.SearchSpace(primitives=("skip_connect", "max_pool_3x3"), steps=1,
+                                   layers=3, init_channels=C)
+  method = methods.get_method("noisy_darts", skip_drop_prob=0.3)
+  network = search_model.SearchNetwork(space, method)
+  assert {cell.reduction for cell in network.cells} == {False, True}
+  assert {g.skip_drop_prob for cell in network.cells for g in cell.groups} == {0.3}

@@ -1,4 +1,5 @@
 """The bilevel search loop: which step changes what, replicas, resume, files, failures."""
+import dataclasses
 import glob
 import json
 import os
@@ -277,7 +278,8 @@ def _summaries(model_dir, subdir):
 
 
 def test_resumed_search_equals_uninterrupted(tmp_path):
-  method = methods.METHODS["noisy_darts"]  # noise draws must resume too
+  # Noise draws and skip drop-path masks must resume too.
+  method = dataclasses.replace(methods.METHODS["noisy_darts"], skip_drop_prob=0.3)
   full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
   full = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
   # Interrupted in the middle of the second epoch (3 steps per epoch).

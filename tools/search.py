@@ -127,13 +127,18 @@ def main(argv):
   start = time.perf_counter()
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tfnas import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
+  primitives = _PRIMITIVES.value
+  if primitives is None:
+    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
+                  else genotype_lib.FAIR_PRIMITIVES)
+  primitives = genotype_lib.check_primitives(primitives)
   # Before anything else touches TensorFlow's devices.
   from tfnas import distribute
   distribute.configure_cpu_devices(_CPU_DEVICES.value)
   distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
 
   from tfnas import data as data_lib
-  from tfnas import genotype as genotype_lib
   from tfnas import methods
   from tfnas import progress
   from tfnas import search_model
@@ -147,12 +152,6 @@ def main(argv):
       noise_parts=dict(type=_NOISE_TYPE.value, mixture=_NOISE_MIXTURE.value,
                        mean=_NOISE_MEAN.value, factor=_NOISE_FACTOR.value,
                        cosine_decay=_NOISE_DECAY.value))
-
-  primitives = _PRIMITIVES.value
-  if primitives is None:
-    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
-                  else genotype_lib.FAIR_PRIMITIVES)
-  primitives = genotype_lib.check_primitives(primitives)  # before the data loads
 
   data_config = data_lib.DataConfig(
       dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
