@@ -44,12 +44,12 @@ _PROXY_VARS = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
 _ORDER_KEY = 0
 _AUGMENT_KEY = 1
 _SPLIT_KEY = 2  # the stratified order of a folder (numpy, not TensorFlow)
+_RNG_ALG = "philox"  # Fixed, so that results do not depend on the device.
 
 # Splits left unset (None) in a DataConfig: the dataset's training split and
 # its held-out split; a source with only a 'train' split holds out its last 20%.
 _TFDS_SPLITS = ("train", "test")
 _HELD_OUT_SPLITS = ("train[:80%]", "train[80%:]")
-_RNG_ALG = "philox"  # Fixed, so that results do not depend on the device.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +74,8 @@ class DataConfig:
       docstring), so the same seed gives the same halves in every tool.
   """
   dataset: str = "digits"
-  train_split: str = "train[:50%]"
-  val_split: str = "train[50%:]"
+  train_split: str | None = "train[:50%]"
+  val_split: str | None = "train[50%:]"
   data_dir: str | None = None
   image_size: int | None = None
   download: bool = True
