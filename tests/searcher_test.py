@@ -346,7 +346,7 @@ def test_model_dir_files_and_summaries(tmp_path):
   # own run (TensorBoard colours by run), under one tag per edge.
   weights = {c: 1 / (1 + np.exp(-np.array(alphas[c]))) for c in ("normal", "reduce")}
   edges = genotype_lib.edges(2)
-  runs = {op: _summaries(model_dir, f"arch/{op}") for op in SPACE.primitives}
+  runs = {op: _summaries(model_dir, f"arch/{k}_{op}") for k, op in enumerate(SPACE.primitives)}
   for k, op in enumerate(SPACE.primitives):
     assert sorted(runs[op]) == sorted(f"arch_weights/{cell}/node{to}/from{src}"
                                       for cell in ("normal", "reduce") for to, src in edges)

@@ -1,10 +1,10 @@
 """What a search shows in TensorBoard about its architecture, once per epoch.
 
 TensorBoard colours lines by run, not by tag, so the weights of each op are a
-run of their own, arch/<op>: its tag arch_weights/<cell>/node<to>/from<from>
-holds that op's weight on one edge. The Custom Scalars dashboard has one chart
-per cell type and edge, with one line (one colour, named in the run list) per
-op. Also scalars: the number of skip_connect ops in the derived cells and, for
+run of their own, arch/<k>_<op> (op number k): its tag
+arch_weights/<cell>/node<to>/from<from> holds that op's weight on one edge.
+The Custom Scalars dashboard has one chart per cell type and edge, with one
+line (one colour, named in the run list) per op. Also scalars: the number of skip_connect ops in the derived cells and, for
 a sigmoid relaxation, the fraction of weights still undecided (between 0.15
 and 0.85). Images, drawn for TensorBoard's 350-pixel cards: a heatmap of the
 weights per cell type, the Fair DARTS paper's picture of collapse (how many
@@ -14,7 +14,6 @@ genotype. Text: the genotype.
 Everything here is computed from the alphas, which are the same on every
 replica, outside the replicas.
 """
-import io
 import json
 import os
 
@@ -37,9 +36,14 @@ _DPI = 100
 _FONT = 9  # points: 12.5 pixels at 100 dpi
 
 
-def op_run(op):
-  """The run (subdirectory of the model_dir) of an op's weights."""
-  return f"arch/{op}"
+def op_run(k, op):
+  """The run (subdirectory of the model_dir) of the weights of op number k.
+
+  The number keeps the runs in the op order (that of alphas.json), and so
+  their colours: TensorBoard gives the sorted runs the 7 colours of its palette
+  in turn, so the first and the eighth op share one.
+  """
+  return f"arch/{k}_{op}"
 
 
 def arch_weight_tag(cell, to, src):
@@ -60,19 +64,25 @@ def write_layout(steps):
             tag=[f"^{arch_weight_tag(cell, to, src)}$"]))
               for to, src in genotype_lib.edges(steps)]
     categories.append(layout_pb2.Category(
-        title=f"arch_weights/{cell}: the weight of each op (run arch/<op>) on each edge "
+        title=f"arch_weights/{cell}: the weight of each op (run arch/<k>_<op>) on each edge "
               f"(node\u2190input; inputs 0, 1 are c_{{k-2}}, c_{{k-1}})", chart=charts))
   pb = custom_scalar_summary.pb(layout_pb2.Layout(category=categories))
   tf.summary.experimental.write_raw_pb(pb.SerializeToString(), step=0)
 
 
 def heatmap_figure(weights, primitives, edges, relaxation):
-  """A matplotlib Figure of a weight matrix [edges, ops] in [0, 1], labelled, with a colour bar."""
+  """A matplotlib Figure of a weight matrix [edges, ops], labelled, with a colour bar.
+
+  The colour scale runs from 0 to 1 for sigmoid weights, to the highest weight for softmax.
+  """
   from matplotlib import figure  # pylint: disable=import-outside-toplevel
   w = np.asarray(weights, np.float32)
+  # Softmax weights share 1 among the ops of an edge, near 1/ops for long: on a scale to 1
+  # they would all look alike, so their scale ends at the highest weight.
+  vmax = 1.0 if relaxation == "sigmoid" else max(float(w.max()), 1e-6)
   fig = figure.Figure(figsize=(_WIDTH, 1.6 + 0.22 * len(edges)), dpi=_DPI)
   ax = fig.add_subplot()
-  image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto",
+  image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
                     interpolation="nearest")
   ax.set_xticks(range(len(primitives)), primitives, rotation=45, ha="right",
                 rotation_mode="anchor", fontsize=_FONT)
@@ -162,7 +172,7 @@ class ArchSummaries:
   """Writes the architecture's summaries of one epoch.
 
   The heatmaps, collapse pictures, counts, text and cells go to the default
-  writer's context; the weights to a writer per op (runs arch/<op> of
+  writer's context; the weights to a writer per op (runs arch/<k>_<op> of
   model_dir). The counts of dominant ops per epoch are kept in
   model_dir/dominant_ops.json, so that the collapse picture covers every epoch
   after a resume.
@@ -171,14 +181,15 @@ class ArchSummaries:
   def __init__(self, model_dir, primitives, steps, relaxation):
     self.primitives, self.steps, self.relaxation = tuple(primitives), steps, relaxation
     self.edges = genotype_lib.edges(steps)
-    self.writers = {op: tf.summary.create_file_writer(os.path.join(model_dir, op_run(op)))
-                    for op in self.primitives}
+    self.writers = {op: tf.summary.create_file_writer(os.path.join(model_dir, op_run(k, op)))
+                    for k, op in enumerate(self.primitives)}
     self.history_path = os.path.join(model_dir, DOMINANT_OPS_FILE)
     self._draw = True
 
   def heatmap_description(self):
     return (f"Rows: edges (node\u2190input; inputs 0, 1 are c_{{k-2}}, c_{{k-1}}), in the "
-            f"order of alphas.json. Columns: ops. Colour: the {self.relaxation} weight.")
+            f"order of alphas.json. Columns: ops. Colour: the {self.relaxation} weight, "
+            f"on the scale beside it.")
 
   def write(self, step, epoch, weights, genotype):
     """weights: {'normal': [edges, ops], 'reduce': ...} relaxed; genotype: the derived one."""
