@@ -309,8 +309,8 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
     assert sorted(history["epochs"]) == ["1", "2"] and json.load(g) == history
   full_train, resumed_train = _summaries(full_dir, "train"), _summaries(resumed_dir, "train")
   for cell in ("normal", "reduce"):
-    np.testing.assert_array_equal(resumed_train[f"dominant_ops/{cell}"][-1][1],
-                                  full_train[f"dominant_ops/{cell}"][-1][1])
+    np.testing.assert_array_equal(resumed_train[f"arch_weights/dominant_ops_{cell}"][-1][1],
+                                  full_train[f"arch_weights/dominant_ops_{cell}"][-1][1])
 
 
 def test_model_dir_files_and_summaries(tmp_path):
@@ -367,9 +367,9 @@ def test_model_dir_files_and_summaries(tmp_path):
     # The collapse picture every epoch; the last one of both epochs' dominant ops.
     counts = history["epochs"]["2"][cell]
     assert counts == np.bincount(np.argmax(weights[cell], 1), minlength=3).tolist()
-    assert [step for step, _ in train[f"dominant_ops/{cell}"]] == [3, 6]
+    assert [step for step, _ in train[f"arch_weights/dominant_ops_{cell}"]] == [3, 6]
     np.testing.assert_array_equal(
-        train[f"dominant_ops/{cell}"][-1][1],
+        train[f"arch_weights/dominant_ops_{cell}"][-1][1],
         summaries.figure_image(summaries.collapse_figure(
             [1, 2], [history["epochs"]["1"][cell], counts], SPACE.primitives, cell)))
     picture = train[f"cells/{cell}"][-1][1]  # the drawn cell of the current genotype

@@ -112,3 +112,6 @@ def test_cell_picture_fits_a_tensorboard_card():
   picture = summaries._cell_picture(  # pylint: disable=protected-access
       zoo.get("DARTS_V2"), "normal")
   assert picture.shape[0] == 1 and 300 <= picture.shape[2] <= 350 and picture.shape[3] == 3
+  # No transparent margin, which TensorBoard would show as a black frame.
+  corners = picture[0, ::picture.shape[1] - 1, ::picture.shape[2] - 1].numpy()
+  assert (corners == 255).all()

@@ -4,12 +4,13 @@ TensorBoard colours lines by run, not by tag, so the weights of each op are a
 run of their own, arch/<k>_<op> (op number k): its tag
 arch_weights/<cell>/node<to>/from<from> holds that op's weight on one edge.
 The Custom Scalars dashboard has one chart per cell type and edge, with one
-line (one colour, named in the run list) per op. Also scalars: the number of skip_connect ops in the derived cells and, for
-a sigmoid relaxation, the fraction of weights still undecided (between 0.15
-and 0.85). Images, drawn for TensorBoard's 350-pixel cards: a heatmap of the
-weights per cell type, the Fair DARTS paper's picture of collapse (how many
-edges each op dominates, epoch by epoch) and the drawn cells of the current
-genotype. Text: the genotype.
+line (one colour, named in the run list) per op. Also scalars: the number of
+skip_connect ops in the derived cells and, for a sigmoid relaxation, the
+fraction of weights still undecided (between 0.15 and 0.85). Images, drawn for
+TensorBoard's 350-pixel cards: per cell type a heatmap of the weights, the
+Fair DARTS paper's picture of collapse (how many edges each op dominates,
+epoch by epoch) and the drawn cell of the current genotype. Text: the
+genotype.
 
 Everything here is computed from the alphas, which are the same on every
 replica, outside the replicas.
@@ -207,7 +208,7 @@ class ArchSummaries:
     for cell in CELLS:
       fig = collapse_figure(epochs, [c[cell] for c in counts], self.primitives, cell)
       tf.summary.image(
-          f"dominant_ops/{cell}", figure_image(fig)[None], step=step,
+          f"arch_weights/dominant_ops_{cell}", figure_image(fig)[None], step=step,
           description="How many edges of the cell each op dominates (has the highest "
                       "weight on) at the end of each epoch, stacked: Fair DARTS' Figure 1. "
                       "DARTS' collapse shows as skip_connect taking over.")

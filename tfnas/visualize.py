@@ -78,8 +78,8 @@ def narrow_cell_graph(genotype, cell, width_inches=3.5):
   g = graphviz.Digraph(
       name=f'{cell}_cell',
       graph_attr={'rankdir': 'TB', 'ranksep': '0.1', 'nodesep': '0.05',
-                  'margin': '0.05', 'size': f'{width_inches},100', 'dpi': '96',
-                  'bgcolor': 'white'},  # a scaled drawing leaves transparent edges
+                  'pad': '0.05', 'size': f'{width_inches},100', 'dpi': '96',
+                  'bgcolor': 'white'},  # TensorBoard shows transparent pixels black
       node_attr={
           'style': 'filled', 'shape': 'rect', 'fontsize': '20',
           'height': '0.4', 'width': '0.4', 'penwidth': '2', 'fontname': 'times',
