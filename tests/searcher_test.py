@@ -310,6 +310,15 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
     np.testing.assert_allclose(a_ckpt[key], b_ckpt[key], rtol=1e-5, atol=1e-6, err_msg=key)
   # And the alphas did move during the search (the comparison is not vacuous).
   assert np.max(np.abs(np.array(a["normal"]))) > 1e-3
+  # The collapse picture of the resumed run still covers the epoch before the resume.
+  with open(os.path.join(full_dir, "dominant_ops.json")) as f, \
+       open(os.path.join(resumed_dir, "dominant_ops.json")) as g:
+    history = json.load(f)
+    assert sorted(history["epochs"]) == ["1", "2"] and json.load(g) == history
+  full_train, resumed_train = _summaries(full_dir, "train"), _summaries(resumed_dir, "train")
+  for cell in ("normal", "reduce"):
+    np.testing.assert_array_equal(resumed_train[f"arch_weights/dominant_ops_{cell}"][-1][1],
+                                  full_train[f"arch_weights/dominant_ops_{cell}"][-1][1])
 
 
 def test_model_dir_files_and_summaries(tmp_path):
@@ -341,35 +350,56 @@ def test_model_dir_files_and_summaries(tmp_path):
   assert lr[4] == pytest.approx(searcher.cosine_learning_rate(CONFIG, 1))
   assert all(0 <= acc <= 1 for _, acc in train["accuracy"] + val["accuracy"])
   assert all(v > 0 for _, v in train["steps_per_second"] + train["images_per_second"])
-  # The last logged weight of every op on every edge is sigmoid(final alpha).
+  # The last logged weight of every op on every edge is sigmoid(final alpha), in the op's
+  # own run (TensorBoard colours by run), under one tag per edge.
   weights = {c: 1 / (1 + np.exp(-np.array(alphas[c]))) for c in ("normal", "reduce")}
+  edges = genotype_lib.edges(2)
+  runs = {op: _summaries(model_dir, f"arch/{k}_{op}") for k, op in enumerate(SPACE.primitives)}
+  for k, op in enumerate(SPACE.primitives):
+    assert sorted(runs[op]) == sorted(f"arch_weights/{cell}/node{to}/from{src}"
+                                      for cell in ("normal", "reduce") for to, src in edges)
+    for cell in ("normal", "reduce"):
+      for e, (to, src) in enumerate(edges):
+        logged = runs[op][f"arch_weights/{cell}/node{to}/from{src}"]
+        assert [step for step, _ in logged] == [3, 6]
+        assert logged[-1][1] == pytest.approx(weights[cell][e, k], abs=1e-6)
+  assert not any(tag.startswith("arch_weights/") and "node" in tag for tag in train)
+  history = json.loads(open(os.path.join(model_dir, "dominant_ops.json")).read())
+  assert history["primitives"] == list(SPACE.primitives) and sorted(history["epochs"]) == ["1", "2"]
   for cell in ("normal", "reduce"):
-    for e, (to, src) in enumerate(genotype_lib.edges(2)):
-      for k, op in enumerate(SPACE.primitives):
-        last = train[f"arch_weights/{cell}/node{to}/from{src}/{op}"][-1][1]
-        assert last == pytest.approx(weights[cell][e, k], abs=1e-6)
     # A heatmap per cell type every epoch (steps 3 and 6), the last one of the final weights.
     assert [step for step, _ in train[f"arch_weights/{cell}"]] == [3, 6]
-    np.testing.assert_array_equal(train[f"arch_weights/{cell}"][-1][1],
-                                  summaries.heatmap(weights[cell]))
+    np.testing.assert_array_equal(
+        train[f"arch_weights/{cell}"][-1][1],
+        summaries.heatmap(weights[cell], SPACE.primitives, edges, "sigmoid"))
+    # The collapse picture every epoch; the last one of both epochs' dominant ops.
+    counts = history["epochs"]["2"][cell]
+    assert counts == np.bincount(np.argmax(weights[cell], 1), minlength=3).tolist()
+    assert [step for step, _ in train[f"arch_weights/dominant_ops_{cell}"]] == [3, 6]
+    np.testing.assert_array_equal(
+        train[f"arch_weights/dominant_ops_{cell}"][-1][1],
+        summaries.figure_image(summaries.collapse_figure(
+            [1, 2], [history["epochs"]["1"][cell], counts], SPACE.primitives, cell)))
     picture = train[f"cells/{cell}"][-1][1]  # the drawn cell of the current genotype
-    assert picture.ndim == 3 and picture.shape[0] > 20 and picture.shape[1] > 20
+    assert picture.ndim == 3 and 20 < picture.shape[1] <= 350 and picture.shape[0] > 20
     assert train[f"genotype/skip_connect_{cell}"][-1][1] == sum(
         op == "skip_connect" for op, _, _ in getattr(result.genotype, cell))
   assert train["arch/undecided_fraction"][-1][1] == pytest.approx(np.mean(
       [(w > 0.15) & (w < 0.85) for c in ("normal", "reduce") for w in weights[c].ravel()]))
   assert json.loads(train["genotype"][-1][1].strip("`")) == genotype_lib.to_json(result.genotype)
-  # Custom Scalars: one chart per cell type and node, holding exactly that node's weights.
+  # Custom Scalars: one chart per cell type and edge; each matches that edge's tag in every
+  # op's run, so the chart has one line per op, coloured and named by its run.
   layout = train["custom_scalars__config__"][0][1]
-  charts = {c.title.split(":")[0]: c.multiline.tag[0] for cat in layout.category
-            for c in cat.chart}
-  assert sorted(charts) == ["normal cell, node 2", "normal cell, node 3", "reduce cell, node 2",
-                            "reduce cell, node 3"]
-  for title, pattern in charts.items():
-    cell, node = title.split(" cell, node ")
-    matched = {t for t in train if re.search(pattern, t)}
-    assert matched == {t for t in train if t.startswith(f"arch_weights/{cell}/node{node}/")}
-    assert len(matched) == 3 * int(node)  # node n has n incoming edges, 3 ops each
+  charts = {c.title: c.multiline.tag for cat in layout.category for c in cat.chart}
+  assert sorted(charts) == sorted(f"{cell} {to}\u2190{src}" for cell in ("normal", "reduce")
+                                  for to, src in edges)
+  for title, patterns in charts.items():
+    cell, edge = title.split(" ")
+    to, src = edge.split("\u2190")
+    for op in SPACE.primitives:
+      assert {t for t in runs[op] if any(re.search(p, t) for p in patterns)} == {
+          f"arch_weights/{cell}/node{to}/from{src}"}
+    assert not any(re.search(p, t) for p in patterns for t in [*train, *val])
   assert "noise_scale" not in val  # Fair DARTS has no noise
 
 

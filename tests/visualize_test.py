@@ -261,3 +261,21 @@ def test_tool_bad_input(tmp_path, case):
   assert expected in lines[0]
   assert 'Traceback' not in r.stderr
   assert not out.exists()
+
+
+@pytest.mark.parametrize('name', ['DARTS_V2', 'PDARTS', 'FairDARTS_a'])
+@pytest.mark.parametrize('cell', ['normal', 'reduce'])
+def test_narrow_cell_graph_fits_a_tensorboard_card_with_large_labels(name, cell):
+  g = zoo.get(name)
+  graph = visualize.narrow_cell_graph(g, cell)
+  svg = graph.pipe(format='svg').decode()
+  width = float(re.search(r'<svg width="([\d.]+)pt"', svg).group(1))
+  scale = float(re.search(r'scale\(([\d.]+)', svg).group(1))
+  # At most 350 pixels wide (at 96 dpi), so TensorBoard does not shrink it, and its
+  # 20-point labels at least 20 pixels high (a left-to-right cell at that width: 11).
+  assert width <= 350 and 20 * scale >= 20
+  # Each entry's op is a text node on its edge, broken after its last underscore.
+  labels = re.findall(r'label="([^"]*)" margin="0.02,0" shape=plaintext', graph.source)
+  expected = [op[:op.rindex('_') + 1] + r'\n' + op[op.rindex('_') + 1:]
+              for op, _, _ in getattr(g, cell)]
+  assert sorted(labels) == sorted(expected)

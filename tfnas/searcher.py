@@ -349,7 +349,8 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   total_steps = config.epochs * steps_per_epoch
   writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
              for name in ("train", "validation")}
-  arch_summaries = summaries.ArchSummaries(space.primitives, space.steps, method.relaxation)
+  arch_summaries = summaries.ArchSummaries(model_dir, space.primitives, space.steps,
+                                          method.relaxation)
   if start_step == 0:
     with writers["train"].as_default():
       summaries.write_layout(space.steps)
@@ -538,5 +539,5 @@ def _write_epoch_summaries(writers, searcher, arch_summaries, genotype, epoch):
   weights = dict(zip(summaries.CELLS, (w.numpy() for w in searcher.model.arch_weights())))
   with writers["train"].as_default(step=step):
     tf.summary.scalar("epoch", epoch)
-    arch_summaries.write(step, weights, genotype)
-  _flush(writers)
+    arch_summaries.write(step, epoch, weights, genotype)
+  _flush({**writers, **arch_summaries.writers})
