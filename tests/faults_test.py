@@ -293,6 +293,6 @@ def test_a_stop_while_a_resumed_search_traces_or_steps_exits_143(tmp_path):
     run = stop_anywhere.Run(model_dir)
     run.wait_for(marker)
     returncode = run.stop(delay)
-    how = stop_anywhere.check_stopped(returncode, run.stderr(), model_dir)
+    how = stop_anywhere.check_stopped(returncode, run.stderr(), model_dir, run.stdout)
     if i == 0:
       assert how == "at once, nothing to save"
