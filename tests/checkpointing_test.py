@@ -143,3 +143,18 @@ def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
   with pytest.raises(RunError, match="none of the 3 checkpoints in .* can be read"):
     _Run(tmp_path).checkpointer.restore()
   assert _Run(tmp_path / "empty").checkpointer.restore() is None
+
+
+def test_unsaved_steps_follow_the_steps_and_the_epoch_checkpoint(tmp_path):
+  # A signal ends the process at once exactly while no step is unsaved.
+  request = stopping.StopRequest()
+  run = _Run(tmp_path, stop_request=request)
+  run.advance(1)
+  request.request("SIGTERM")
+  run.checkpointer.after_step(save=False)  # an epoch's last step: noted, not saved yet
+  assert request.unsaved_steps and run.checkpointer.manager.latest_checkpoint is None
+  run.checkpointer.save()  # the epoch's checkpoint, after its files
+  assert not request.unsaved_steps
+  with pytest.raises(stopping.Stopped, match="stopped by SIGTERM at step 1"):
+    run.checkpointer.after_step()  # the stop is honoured here, with that checkpoint
+  assert not request.unsaved_steps  # no step since the save
