@@ -24,7 +24,9 @@ _EXIT_STATUS = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 def _write_line(line):
   # os.write, not print: the handler may run in the middle of a print to stderr,
   # and a second write into the same buffer raises RuntimeError (reentrant call).
-  os.write(sys.stderr.fileno(), (line + "\n").encode())
+  fd = sys.stderr.fileno()
+  start = "\n" if os.isatty(fd) else ""  # below a progress bar, not after it
+  os.write(fd, (start + line + "\n").encode())
 
 
 def _exit_now(line, status):
