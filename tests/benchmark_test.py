@@ -32,6 +32,18 @@ def test_benchmark_tool_reports_the_real_step():
   assert out["params"] == sum(int(np.prod(v.shape)) for v in network.weight_variables)
 
 
+def test_benchmark_tool_on_three_replicas():
+  # Three logical CPU devices once aborted the tool with "double free or corruption".
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--method=fair_darts",
+       "--cpu_devices=3", "--init_channels=2", "--layers=1", "--steps=1", "--batch_size=3",
+       "--image_size=8", "--timed_steps=1"], cwd=ROOT, capture_output=True, text=True,
+      timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.splitlines()[-1])
+  assert out["replicas"] == 3 and out["step_s"] > 0
+
+
 def test_benchmark_tool_rejects_settings_it_cannot_run():
   result = subprocess.run(
       [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--image_size=6", "--layers=3"],

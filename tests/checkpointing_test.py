@@ -158,3 +158,18 @@ def test_restore_removes_what_a_killed_save_left_half_written(tmp_path):
   fresh = _Run(tmp_path)
   assert fresh.checkpointer.restore().endswith("ckpt-3")
   assert sorted(os.listdir(tmp_path)) == kept
+
+
+def test_unsaved_steps_follow_the_steps_and_the_epoch_checkpoint(tmp_path):
+  # A signal ends the process at once exactly while no step is unsaved.
+  request = stopping.StopRequest()
+  run = _Run(tmp_path, stop_request=request)
+  run.advance(1)
+  request.request("SIGTERM")
+  run.checkpointer.after_step(save=False)  # an epoch's last step: noted, not saved yet
+  assert request.unsaved_steps and run.checkpointer.manager.latest_checkpoint is None
+  run.checkpointer.save()  # the epoch's checkpoint, after its files
+  assert not request.unsaved_steps
+  with pytest.raises(stopping.Stopped, match="stopped by SIGTERM at step 1"):
+    run.checkpointer.after_step()  # the stop is honoured here, with that checkpoint
+  assert not request.unsaved_steps  # no step since the save

@@ -3,6 +3,7 @@
 No flags are defined here; the tools define their own. Nothing here imports
 TensorFlow, so a tool that fails on bad input says so before TensorFlow loads.
 """
+import gc
 import os
 import signal
 import sys
@@ -23,7 +24,9 @@ _EXIT_STATUS = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 def _write_line(line):
   # os.write, not print: the handler may run in the middle of a print to stderr,
   # and a second write into the same buffer raises RuntimeError (reentrant call).
-  os.write(sys.stderr.fileno(), (line + "\n").encode())
+  fd = sys.stderr.fileno()
+  start = "\n" if os.isatty(fd) else ""  # below a progress bar, not after it
+  os.write(fd, (start + line + "\n").encode())
 
 
 def _exit_now(line, status):
@@ -68,16 +71,22 @@ def run(main):
 
   def guarded_main(argv):
     try:
-      return main(argv)
+      status = main(argv)
     except UserInputError as e:
       print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      status = 2
     except (FloatingPointError, RunError) as e:  # say so, keep what was written
       print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+      status = 1
     except Stopped as e:
       print(str(e), file=sys.stderr)
-      sys.exit(_EXIT_STATUS.get(e.reason, 1))
+      status = _EXIT_STATUS.get(e.reason, 1)
+    # Free what main left in reference cycles (a Searcher and its traced step, say) while
+    # TensorFlow is whole. Otherwise the interpreter frees it at exit, after it began to
+    # tear the modules down: with three replicas' graphs, tools/benchmark.py then aborted
+    # with "double free or corruption".
+    gc.collect()
+    return status
 
   _install_signal_handlers()  # before the flags are parsed: a stop then ends at once
   app.run(guarded_main)
