@@ -350,7 +350,12 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
 
   dataset = data_lib.search_input(data, global_batch_size=config.batch_size, seed=config.seed,
                                   epochs=config.epochs, start_step=start_step)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  # On CPU replicas the batches already are where the step reads them. Fetching them
+  # "to the device" adds a per-device tf.data pipeline whose teardown, when the run
+  # ends, waited for its autotuning thread's next round: up to a minute.
+  on_cpu = all("CPU" in d.upper() for d in strategy.extended.worker_devices)
+  iterator = iter(strategy.experimental_distribute_dataset(
+      dataset, tf.distribute.InputOptions(experimental_fetch_to_device=not on_cpu)))
   epoch_totals = None
   try:
     for epoch in range(start_step // steps_per_epoch, config.epochs):
@@ -417,9 +422,8 @@ def derived_network_figures(genotype, num_classes, image_shape, init_channels=36
   error = None
   for auxiliary in (True, False):
     try:
-      network = eval_model.NetworkCIFAR(genotype, init_channels, layers, num_classes,
-                                        auxiliary=auxiliary)
-      figures = eval_model.figures(network, genotype, image_shape[:2])
+      figures = eval_model.shape_figures("cifar", genotype, image_shape, init_channels, layers,
+                                         num_classes, auxiliary)
     except UserInputError as e:
       error = error or str(e)
       continue
