@@ -8,7 +8,6 @@ says so before TensorFlow loads, and TensorFlow's logging is set before it loads
 import contextlib
 import importlib.abc
 import importlib.util
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import tempfile
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
@@ -54,8 +54,11 @@ def _hide_tensorflow_logs():
   it logs while it loads, before any level applies, and its Python loggers."""
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # fatal errors only
   os.environ.pop("TF_CPP_MAX_VLOG_LEVEL", None)
-  for name in ("tensorflow", "keras"):
-    logging.getLogger(name).setLevel(logging.ERROR)
+  # TensorFlow's Python modules log through absl too, as tfnas does: keep tfnas' records.
+  own = (os.path.dirname(os.path.abspath(__file__)),
+         os.path.dirname(os.path.abspath(sys.argv[0])))
+  absl_logging.get_absl_handler().addFilter(
+      lambda record: os.path.dirname(os.path.abspath(record.pathname)) in own)
   if "tensorflow" not in sys.modules:
     sys.meta_path.insert(0, _QuietImport("tensorflow"))
 

@@ -291,6 +291,8 @@ class SearchResult:
   val_accuracy: float
   model_dir: str
   files: dict
+  # Sigmoid relaxations: the share of weights not yet near 0 or 1 (summaries.UNDECIDED).
+  undecided_fraction: float | None = None
 
 
 def search(space, method, config, data_config, model_dir, strategy=None, data=None,
@@ -408,8 +410,11 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   files["checkpoints"] = os.path.dirname(checkpoints.manager.latest_checkpoint or model_dir + "/")
   files["tensorboard"] = model_dir
   totals = epoch_totals or _Totals()
+  undecided = None
+  if method.relaxation == "sigmoid":
+    undecided = summaries.undecided_fraction([w.numpy() for w in searcher.model.arch_weights()])
   return SearchResult(genotype, totals.accuracy("train"), totals.accuracy("val"), model_dir,
-                      files)
+                      files, undecided)
 
 
 def derived_network_figures(genotype, num_classes, image_shape, init_channels=36, layers=20):

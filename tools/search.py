@@ -149,6 +149,7 @@ def main(argv):
   from tfnas import progress
   from tfnas import search_model
   from tfnas import searcher
+  from tfnas import summaries
 
   noise = None
   preset = methods.METHODS[_METHOD.value]
@@ -198,6 +199,10 @@ def main(argv):
   print(json.dumps(genotype_lib.to_json(result.genotype)))
   print(f"supernet accuracy in the last epoch: train {result.train_accuracy:.4f}, "
         f"validation {result.val_accuracy:.4f}")
+  if result.undecided_fraction is not None:
+    low, high = summaries.UNDECIDED
+    print(f"undecided weights: {result.undecided_fraction:.2f} (the share of sigmoid weights "
+          f"between {low} and {high})")
   figures = searcher.derived_network_figures(result.genotype, space.num_classes,
                                              data.image_shape)
   h, w = data.image_shape[:2]
