@@ -49,9 +49,9 @@ _HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort", "--he
 
 
 def _hide_tensorflow_logs():
-  """Leaves only tfnas' own lines on stderr: TensorFlow's C++ log (its notices and
+  """Leaves only tfnas' own lines on stderr: hides TensorFlow's C++ log (its notices and
   warnings; the level is read when its library loads, so it is set before), the banners
-  it logs while it loads, before any level applies, and its Python loggers."""
+  it logs while it loads, before any level applies, and its Python modules' records."""
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # fatal errors only
   os.environ.pop("TF_CPP_MAX_VLOG_LEVEL", None)
   # TensorFlow's Python modules log through absl too, as tfnas does: keep tfnas' records.
