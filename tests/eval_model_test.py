@@ -37,16 +37,37 @@ def _seed(a):
   return tf.constant([a, 7], tf.int64)
 
 
+# Every op, on strided (reduce, from the inputs) and plain edges.
+_ALL_OPS = (("sep_conv_3x3", 2, 0), ("sep_conv_5x5", 2, 1), ("sep_conv_7x7", 3, 0),
+            ("dil_conv_3x3", 3, 1), ("dil_conv_5x5", 4, 0), ("skip_connect", 4, 1),
+            ("max_pool_3x3", 5, 0), ("avg_pool_3x3", 5, 1))
+ALL_OPS = genotype_lib.Genotype(
+    _ALL_OPS, (2, 3, 4, 5),
+    _ALL_OPS + (("sep_conv_3x3", 5, 2), ("skip_connect", 3, 2), ("dil_conv_5x5", 4, 3)),
+    (2, 3, 4, 5))
+
+
 @pytest.fixture(scope="module")
 def full_counts():
-  """Full-size CIFAR networks, each built once: {name: (params, params_with_aux, macs)}."""
+  """Full-size CIFAR networks' {name: (params, params_with_aux, macs)}, from the shapes."""
   out = {}
   for name in ORIGINAL:
-    model = eval_model.NetworkCIFAR(zoo.get(name))
-    macs = eval_model.count_macs(model, (32, 32))
-    out[name] = (eval_model.count_params(model, include_aux=False),
-                 eval_model.count_params(model, include_aux=True), macs)
+    f = eval_model.shape_figures("cifar", zoo.get(name), (32, 32), 36, 20, 10)
+    out[name] = (f["params"], f["params_with_aux"], f["macs"])
   return out
+
+
+@pytest.mark.parametrize("network,size,auxiliary", [
+    (eval_model.NetworkCIFAR, 32, True), (eval_model.NetworkCIFAR, 16, False),
+    (eval_model.NetworkImageNet, 224, True)])
+def test_shape_figures_are_the_built_networks_counts(network, size, auxiliary):
+  """The arithmetic the tools print against the Keras model's own weights and convs."""
+  model = network(ALL_OPS, init_channels=4, layers=3, num_classes=10, auxiliary=auxiliary)
+  counted = eval_model.figures(model, ALL_OPS, (size, size))  # before the build: shapes only
+  macs = eval_model.count_macs(model, (size, size))
+  assert counted == {"params": eval_model.count_params(model, include_aux=False),
+                     "params_with_aux": eval_model.count_params(model, include_aux=True),
+                     "macs": macs, "ops": eval_model.built_op_counts(ALL_OPS)}
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,8 @@ def exported(trained, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(exported, tmp_path_factory):
-  """The export run by a client process that has no tfnas: (images, outputs, signature)."""
+  """The export run by a client process that has no tfnas: (images, outputs, signature,
+  the client's stderr)."""
   _, _, paths = exported
   tmp = tmp_path_factory.mktemp("client")
   images = np.random.default_rng(1).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
@@ -110,7 +111,7 @@ def served(exported, tmp_path_factory):
        str(tmp / "out.npz")], cwd=tmp, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
   signature = json.loads(result.stdout.strip().splitlines()[-1])
-  return images, dict(np.load(tmp / "out.npz")), signature
+  return images, dict(np.load(tmp / "out.npz")), signature, result.stderr
 
 
 def test_load_trained_restores_the_latest_checkpoint(trained, exported):
@@ -126,7 +127,7 @@ def test_load_trained_restores_the_latest_checkpoint(trained, exported):
 
 def test_fresh_process_serves_what_the_keras_model_computes(trained, served):
   _, net, _ = trained
-  images, out, _ = served
+  images, out, _, _ = served
   x = (images.astype(np.float32) / 255.0 - np.float32(NETWORK["mean"])) \
       / np.float32(NETWORK["std"])
   expected = net(tf.constant(x), training=False).numpy()
@@ -140,8 +141,16 @@ def test_fresh_process_serves_what_the_keras_model_computes(trained, served):
   assert np.ptp(expected) > 1e-3
 
 
+def test_loading_the_export_warns_of_nothing(served):
+  """The network has 5x5 separable convs, which train with custom gradients: the
+  SavedModel is traced without them, so its loader has none to warn about."""
+  _, _, _, stderr = served
+  assert "custom gradients" not in stderr and "WARNING:" not in stderr.replace(
+      "WARNING: All log messages before absl::InitializeLog()", "")
+
+
 def test_signature_takes_uint8_images_of_any_batch(served, exported):
-  _, _, signature = served
+  _, _, signature, _ = served
   _, _, paths = exported
   assert signature == {
       "inputs": {"images": ["uint8", [None, 32, 32, 3]]},

@@ -1,14 +1,22 @@
-"""What every tool in tools/ shares: running main() with clear errors and signal handling.
+"""What every tool in tools/ shares: running main() with clear errors, signal handling,
+help in the README's flag groups, and TensorFlow's own log lines hidden.
 
-No flags are defined here; the tools define their own. Nothing here imports
-TensorFlow, so a tool that fails on bad input says so before TensorFlow loads.
+Importing this module defines no flag; run() defines --tf_logs, the one flag every
+tool takes. Nothing here imports TensorFlow, so a tool that fails on bad input
+says so before TensorFlow loads, and TensorFlow's logging is set before it loads.
 """
+import contextlib
 import gc
+import importlib.abc
+import importlib.util
 import os
 import signal
 import sys
+import tempfile
 
 from absl import app
+from absl import flags
+from absl import logging as absl_logging
 
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
@@ -62,14 +70,133 @@ def _install_signal_handlers():
     signal.signal(sig, handler)
 
 
-def run(main):
+_HELP_FLAGS = ("-h", "-help", "--help", "-?", "--helpshort", "-helpshort", "--helpfull",
+               "-helpfull")
+
+
+def _hide_tensorflow_logs():
+  """Leaves only tfnas' own lines on stderr: hides TensorFlow's C++ log (its notices and
+  warnings; the level is read when its library loads, so it is set before), the banners
+  it logs while it loads, before any level applies, and its Python modules' records."""
+  os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # fatal errors only
+  os.environ.pop("TF_CPP_MAX_VLOG_LEVEL", None)
+  # TensorFlow's Python modules log through absl too, as tfnas does: keep tfnas' records.
+  own = (os.path.dirname(os.path.abspath(__file__)),
+         os.path.dirname(os.path.abspath(sys.argv[0])))
+  absl_logging.get_absl_handler().addFilter(
+      lambda record: os.path.dirname(os.path.abspath(record.pathname)) in own)
+  if "tensorflow" not in sys.modules:
+    sys.meta_path.insert(0, _QuietImport("tensorflow"))
+
+
+@contextlib.contextmanager
+def _stderr_held_back():
+  """Sends what is written to file descriptor 2 (C++ included) to a buffer, shown only if
+  the block fails."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      held.seek(0)
+      os.write(2, held.read())
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Imports one module (the first time) with its stderr held back."""
+
+  def __init__(self, name):
+    self.name = name
+    self.loader = None
+
+  def find_spec(self, fullname, path, target=None):
+    if fullname != self.name:
+      return None
+    sys.meta_path.remove(self)  # once, and the usual finders do the finding
+    spec = importlib.util.find_spec(fullname)
+    if spec is not None and spec.loader is not None:
+      self.loader, spec.loader = spec.loader, self
+    return spec
+
+  def create_module(self, spec):
+    return self.loader.create_module(spec)
+
+  def exec_module(self, module):
+    module.__loader__ = module.__spec__.loader = self.loader
+    with _stderr_held_back():
+      self.loader.exec_module(module)
+
+
+def _flag_lines(flag_list, title):
+  """absl's rendering of each flag, in this order, under a title line."""
+  lines = [f"{title}:"]
+  for flag in flag_list:
+    values = flags.FlagValues()
+    values[flag.name] = flag
+    values.register_flag_by_module(title, flag)
+    lines += values.module_help(title).strip("\n").splitlines()[1:]
+  return "\n".join(lines)
+
+
+def usage(groups=None, full=False):
+  """The tool's help: its docstring, then its flags in `groups` ({title: [flag holders]},
+  in order; flags of the tool in no group come last), then the flags every tool takes;
+  `full` adds the flags of the libraries (absl's own)."""
+  main_flags = flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+  sections, grouped = [], set()
+  for title, holders in (groups or {}).items():
+    group = [flags.FLAGS[h.name] for h in holders]
+    grouped.update(f.name for f in group)
+    sections.append(_flag_lines(group, title))
+  rest = [f for f in main_flags if f.name not in grouped and f.name != "tf_logs"]
+  if rest:
+    sections.append(_flag_lines(rest, "other" if groups else "flags"))
+  sections.append(_flag_lines([flags.FLAGS["tf_logs"]], "every tool") + "\n  --flagfile: "
+                  "Reads flags from a file, one a line; flags after it override it.")
+  if full:
+    shown = {f.name for f in main_flags} | {"tf_logs"}
+    for module, module_flags in sorted(flags.FLAGS.flags_by_module_dict().items()):
+      others = [f for f in module_flags if f.name not in shown]
+      if others:
+        sections.append(_flag_lines(others, module))
+        shown.update(f.name for f in others)
+  doc = (sys.modules["__main__"].__doc__ or "").strip()
+  hint = "" if full else "\n\n--helpfull also lists the flags of the libraries."
+  return f"{doc}\n\n" + "\n\n".join(sections) + hint
+
+
+def _wants_help(argv):
+  args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  asked = [a for a in args if a in _HELP_FLAGS]
+  return asked and ("full" if any("full" in a for a in asked) else "short")
+
+
+def run(main, flag_groups=None):
   """Runs an absl main with one-line errors.
 
   Bad input exits 2; a run that cannot go on (diverged, disk full) exits 1; a
   run stopped by a signal exits 128 + the signal's number, after its checkpoint.
+  --help lists the tool's flags in `flag_groups` ({title: [flag holders]}) and
+  exits 0. TensorFlow's own log lines are hidden unless --tf_logs.
   """
+  tf_logs = flags.DEFINE_boolean(
+      "tf_logs", False, "Show TensorFlow's own log lines (its banners, notices and "
+      "warnings), which are hidden by default.")
+  wanted = _wants_help(sys.argv)
+  if wanted:
+    print(usage(flag_groups, full=wanted == "full"))
+    sys.exit(0)
 
   def guarded_main(argv):
+    if not tf_logs.value:
+      _hide_tensorflow_logs()
     try:
       status = main(argv)
     except UserInputError as e:

@@ -18,6 +18,11 @@ from tfnas.errors import UserInputError
 DROP_PATH_STYLES = ("op", "node")
 
 _AUX_POOL = 5  # the auxiliary head's average pool window
+# Per network kind: its name, how much the stem shrinks the image, the auxiliary head's settings.
+_STEM_REDUCTION = {"cifar": 1, "imagenet": 8}
+_KIND_NAME = {"cifar": "CIFAR", "imagenet": "ImageNet"}
+_AUX_HEAD = {"cifar": dict(pool_stride=3, second_bn=True),
+             "imagenet": dict(pool_stride=2, second_bn=False)}
 
 
 def _fold(seed, value):
@@ -37,6 +42,43 @@ def built_entries(entries):
   """The (op, to, from) entries a cell builds: those whose source exists."""
   existing = set(genotype_lib.live_nodes(entries)) | {0, 1}
   return tuple(e for e in entries if e[2] in existing)
+
+
+def cell_structure(entries, concat, reduction):
+  """(existing nodes, the entries built, the existing nodes output) of a genotype's cell.
+
+  UserInputError if no node of the concat list exists.
+  """
+  nodes = tuple(genotype_lib.live_nodes(entries))
+  out = tuple(n for n in concat if n in nodes)
+  if not out:
+    raise UserInputError(
+        f"the genotype's {'reduce' if reduction else 'normal'} cell has no existing node to "
+        f"output (concat {list(concat)}, existing nodes {list(nodes)})")
+  return nodes, built_entries(entries), out
+
+
+def _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
+  """Yields, per cell as the networks stack them, (index, EvalCell's arguments from
+  entries to reduction_prev, the cell's output channels)."""
+  if not isinstance(genotype, genotype_lib.Genotype):
+    raise UserInputError(f"expected a Genotype, got {type(genotype).__name__}")
+  for i in range(layers):
+    reduction = i in _reduction_cells(layers)
+    if reduction:
+      c *= 2
+      entries, concat = genotype.reduce, genotype.reduce_concat
+    else:
+      entries, concat = genotype.normal, genotype.normal_concat
+    _, _, out = cell_structure(entries, concat, reduction)
+    c_out = len(out) * c
+    yield i, (entries, concat, c_prev_prev, c_prev, c, reduction, reduction_prev), c_out
+    reduction_prev = reduction
+    c_prev_prev, c_prev = c_prev, c_out
+
+
+def _reduction_cells(layers):
+  return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
 def drop_path(x, drop_prob, seed=None, edge_axis=None):
@@ -71,17 +113,11 @@ class EvalCell(ops.Block):
     if drop_path not in DROP_PATH_STYLES:
       raise UserInputError(
           f"unknown drop_path style '{drop_path}'; allowed: {', '.join(DROP_PATH_STYLES)}")
-    cell = "reduce" if reduction else "normal"
     self.reduction = reduction
     self.drop_path_style = drop_path
     self.c_prev_prev, self.c_prev, self.c = c_prev_prev, c_prev, c
-    self.nodes = tuple(genotype_lib.live_nodes(genotype_cell_entries))
-    self.entries = built_entries(genotype_cell_entries)
-    self.concat = tuple(n for n in concat if n in self.nodes)
-    if not self.concat:
-      raise UserInputError(
-          f"the genotype's {cell} cell has no existing node to output (concat "
-          f"{list(concat)}, existing nodes {list(self.nodes)})")
+    self.nodes, self.entries, self.concat = cell_structure(genotype_cell_entries, concat,
+                                                           reduction)
     self.multiplier = len(self.concat)
     if reduction_prev:
       self.preprocess0 = ops.FactorizedReduce(c, affine=True)
@@ -166,6 +202,21 @@ def _check_network_args(init_channels, layers, num_classes):
       raise UserInputError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_image_size(kind, layers, auxiliary, height, width):
+  factor = _STEM_REDUCTION[kind] * 2 ** len(_reduction_cells(layers))
+  if height % factor or width % factor:
+    raise UserInputError(
+        f"image size {height}x{width} does not fit the {_KIND_NAME[kind]} network: height and "
+        f"width must be multiples of {factor}")
+  if auxiliary:
+    # The 2x2 conv after the pool needs at least 2x2 pooled positions.
+    least = (_AUX_POOL + _AUX_HEAD[kind]["pool_stride"]) * factor
+    if min(height, width) < least:
+      raise UserInputError(
+          f"image size {height}x{width} is too small for the auxiliary head: it needs at "
+          f"least {least}x{least}; leave the head out with --noauxiliary")
+
+
 def _classifier(num_classes, fan_in):
   # Separate initializer objects: an unseeded Keras initializer repeats its draw.
   return keras.layers.Dense(num_classes, kernel_initializer=ops.torch_uniform(fan_in),
@@ -177,30 +228,19 @@ class _Network(ops.ListsInCheckpoints, keras.Model):
 
   def _make_cells(self, genotype, layers, c_prev_prev, c_prev, c, reduction_prev, drop_path):
     """Stacks the cells; returns the channels of the last cell's output."""
-    if not isinstance(genotype, genotype_lib.Genotype):
-      raise UserInputError(f"expected a Genotype, got {type(genotype).__name__}")
-    self.reduction_cells = tuple(sorted({layers // 3, 2 * layers // 3}))
+    self.reduction_cells = _reduction_cells(layers)
     self.aux_index = 2 * layers // 3
     self.cells = []
     self.aux_channels = None
-    for i in range(layers):
-      reduction = i in self.reduction_cells
-      if reduction:
-        c *= 2
-        entries, concat = genotype.reduce, genotype.reduce_concat
-      else:
-        entries, concat = genotype.normal, genotype.normal_concat
-      cell = EvalCell(entries, concat, c_prev_prev, c_prev, c, reduction, reduction_prev,
-                      drop_path, name=f"cell_{i}")
-      self.cells.append(cell)
-      reduction_prev = reduction
-      c_prev_prev, c_prev = c_prev, cell.multiplier * c
+    c_out = c_prev
+    for i, settings, c_out in _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
+      self.cells.append(EvalCell(*settings, drop_path, name=f"cell_{i}"))
       if i == self.aux_index:
-        self.aux_channels = c_prev
+        self.aux_channels = c_out
     # Set from outside per epoch (a variable, so changing it does not retrace).
     self.drop_path_prob = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                           name="drop_path_prob")
-    return c_prev
+    return c_out
 
   def build(self, input_shape):
     del input_shape  # the layers build on the first call (see ops.Block)
@@ -237,19 +277,10 @@ class _Network(ops.ListsInCheckpoints, keras.Model):
     if x.shape[1] is not None and x.shape[2] is not None:
       self.check_image_size(int(x.shape[1]), int(x.shape[2]))
 
-  def _check_size(self, height, width, factor, what):
-    if height % factor or width % factor:
-      raise UserInputError(
-          f"image size {height}x{width} does not fit the {what} network: height and width "
-          f"must be multiples of {factor}")
-    aux = self.auxiliary_head
-    if aux is not None:
-      # The 2x2 conv after the pool needs at least 2x2 pooled positions.
-      least = (_AUX_POOL + aux.pool_stride) * factor
-      if min(height, width) < least:
-        raise UserInputError(
-            f"image size {height}x{width} is too small for the auxiliary head: it needs at "
-            f"least {least}x{least}; leave the head out with --noauxiliary")
+  def check_image_size(self, height, width):
+    """Raises UserInputError unless the stem, the reductions and the aux head fit the image."""
+    _check_image_size(self.KIND, len(self.cells), self.auxiliary_head is not None, height,
+                      width)
 
 
 class NetworkCIFAR(_Network):
@@ -259,6 +290,7 @@ class NetworkCIFAR(_Network):
   training with the auxiliary head. `seed` is an optional stateless [2] int
   seed for drop path; without it the masks come from the global generator.
   """
+  KIND = "cifar"
 
   def __init__(self, genotype, init_channels=36, layers=20, num_classes=10, auxiliary=True,
                drop_path="op", stem_multiplier=3, **kwargs):
@@ -266,18 +298,15 @@ class NetworkCIFAR(_Network):
     _check_network_args(init_channels, layers, num_classes)
     if stem_multiplier < 1:
       raise UserInputError(f"stem_multiplier must be >= 1, got {stem_multiplier}")
+    self.init_channels, self.num_classes, self.stem_multiplier = (
+        init_channels, num_classes, stem_multiplier)
     c_stem = stem_multiplier * init_channels
     self.stem_conv = ops.Conv(c_stem, 3, padding=1)
     self.stem_bn = ops.BatchNorm(affine=True)
     c_out = self._make_cells(genotype, layers, c_stem, c_stem, init_channels, False, drop_path)
-    self.auxiliary_head = (AuxiliaryHead(num_classes, 3, second_bn=True, name="aux_head")
+    self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["cifar"], name="aux_head")
                            if auxiliary else None)
     self.classifier = _classifier(num_classes, c_out)
-
-  def check_image_size(self, height, width):
-    """Raises UserInputError unless the reductions and the aux head fit the image."""
-    factor = 2 ** len(self.reduction_cells)
-    self._check_size(height, width, factor, "CIFAR")
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -290,6 +319,7 @@ class NetworkImageNet(_Network):
 
   Same call as NetworkCIFAR.
   """
+  KIND = "imagenet"
 
   def __init__(self, genotype, init_channels=48, layers=14, num_classes=1000, auxiliary=True,
                drop_path="op", **kwargs):
@@ -297,6 +327,7 @@ class NetworkImageNet(_Network):
     _check_network_args(init_channels, layers, num_classes)
     if init_channels < 2 or init_channels % 2:
       raise UserInputError(f"init_channels must be even for ImageNet, got {init_channels}")
+    self.init_channels, self.num_classes, self.stem_multiplier = init_channels, num_classes, None
     c = init_channels
     self.stem0_conv1 = ops.Conv(c // 2, 3, stride=2, padding=1)
     self.stem0_bn1 = ops.BatchNorm(affine=True)
@@ -306,14 +337,9 @@ class NetworkImageNet(_Network):
     self.stem1_bn = ops.BatchNorm(affine=True)
     # The first cell's s0 is stem0's output, at twice stem1's resolution.
     c_out = self._make_cells(genotype, layers, c, c, c, True, drop_path)
-    self.auxiliary_head = (AuxiliaryHead(num_classes, 2, second_bn=False, name="aux_head")
+    self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["imagenet"], name="aux_head")
                            if auxiliary else None)
     self.classifier = _classifier(num_classes, c_out)
-
-  def check_image_size(self, height, width):
-    """Raises UserInputError unless the stems, reductions and aux head fit the image."""
-    factor = 8 * 2 ** len(self.reduction_cells)
-    self._check_size(height, width, factor, "ImageNet")
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -374,12 +400,117 @@ def built_op_counts(genotype):
 def figures(network, genotype, image_shape):
   """What describe.py prints and export.py stores: params, params_with_aux, macs, ops.
 
-  params_with_aux only when the network has the auxiliary head. `network` is
-  built by this call if needed (one inference pass on a zero image).
+  Counted from the shapes (shape_figures) with `network`'s settings; nothing is built.
   """
-  network.check_image_size(image_shape[0], image_shape[1])
-  macs = count_macs(network, image_shape)
-  out = {"params": count_params(network, include_aux=False)}
-  if network.auxiliary_head is not None:
-    out["params_with_aux"] = count_params(network, include_aux=True)
+  return shape_figures(network.KIND, genotype, image_shape, network.init_channels,
+                       len(network.cells), network.num_classes,
+                       network.auxiliary_head is not None, network.stem_multiplier)
+
+
+# The counts by shape arithmetic: what count_params and count_macs give for the built
+# network, in microseconds instead of seconds (a test compares the two on every op).
+def _conv(c_in, c_out, k, stride, padding, size, dilation=1, groups=1):
+  """(params, macs, output size) of an ops.Conv on a `size` (h, w) input."""
+  out = tuple((n + 2 * padding - dilation * (k - 1) - 1) // stride + 1 for n in size)
+  params = k * k * (c_in // groups) * c_out
+  return params, params * out[0] * out[1], out
+
+
+def _add(*counts):
+  return tuple(map(sum, zip(*counts)))
+
+
+def _relu_conv_bn(c_in, c_out, size):
+  params, macs, _ = _conv(c_in, c_out, 1, 1, 0, size)
+  return params + 2 * c_out, macs
+
+
+def _factorized_reduce(c_in, c_out, size):
+  # conv2 reads the input shifted by one pixel
+  p1, m1, _ = _conv(c_in, c_out // 2, 1, 2, 0, size)
+  p2, m2, _ = _conv(c_in, c_out // 2, 1, 2, 0, tuple(n - 1 for n in size))
+  return p1 + p2 + 2 * c_out, m1 + m2
+
+
+def _op_counts(name, c, stride, size):
+  """(params, macs) of make_op(name, c, stride, affine=True) on a `size` input."""
+  if name not in ops.OP_NAMES:
+    ops.make_op(name, c, stride, affine=True)  # raises the unknown op's error
+  if name == "skip_connect" and stride > 1:
+    return _factorized_reduce(c, c, size)
+  if name not in ops.CONV_OPS:  # none, pools (no BN after them here), identity
+    return 0, 0
+  kind, k, padding, dilation = ops.CONV_OPS[name]
+  # sep: two separable blocks, the stride on the first; dil: one dilated block
+  blocks = ((stride, 1), (1, 1)) if kind == "sep" else ((stride, dilation),)
+  total = (0, 0)
+  for s, d in blocks:
+    p1, m1, size = _conv(c, c, k, s, padding, size, d, groups=c)  # depthwise
+    p2, m2, size = _conv(c, c, 1, 1, 0, size)  # pointwise
+    total = _add(total, (p1 + p2 + 2 * c, m1 + m2))
+  return total
+
+
+def _cell_counts(entries, concat, c_prev_prev, c_prev, c, reduction, reduction_prev, size):
+  """(params, macs) of an EvalCell whose s1 is `size` (s0 twice that after a reduction)."""
+  pre0 = (_factorized_reduce(c_prev_prev, c, tuple(2 * n for n in size)) if reduction_prev
+          else _relu_conv_bn(c_prev_prev, c, size))
+  total = _add(pre0, _relu_conv_bn(c_prev, c, size))
+  _, built, _ = cell_structure(entries, concat, reduction)
+  for op, _, src in built:
+    stride = 2 if reduction and src < 2 else 1
+    src_size = size if src < 2 or not reduction else _reduced(size)
+    total = _add(total, _op_counts(op, c, stride, src_size))
+  return total
+
+
+def _reduced(size):
+  return tuple((n + 1) // 2 for n in size)
+
+
+def _aux_counts(kind, c, num_classes, size):
+  """Parameters of the auxiliary head on a `size` input of c channels."""
+  stride, second_bn = _AUX_HEAD[kind]["pool_stride"], _AUX_HEAD[kind]["second_bn"]
+  h, w = ((n - _AUX_POOL) // stride + 1 for n in size)
+  features = (h - 1) * (w - 1) * 768
+  return (128 * c + 2 * 128 + 2 * 2 * 128 * 768 + (2 * 768 if second_bn else 0)
+          + features * num_classes + num_classes)
+
+
+def shape_figures(kind, genotype, image_shape, init_channels, layers, num_classes,
+                  auxiliary=True, stem_multiplier=3):
+  """params, params_with_aux (with the head), macs (as count_params and count_macs) and ops of the
+  evaluation network of this kind ('cifar' or 'imagenet') and settings, from shapes only.
+
+  Raises UserInputError where building the network would.
+  """
+  _check_network_args(init_channels, layers, num_classes)
+  size = tuple(image_shape[:2])
+  _check_image_size(kind, layers, auxiliary, *size)
+  c = init_channels
+  if kind == "cifar":
+    c_stem = stem_multiplier * c
+    params, macs, size = _conv(3, c_stem, 3, 1, 1, size)
+    stem = (params + 2 * c_stem, macs)
+    channels, reduction_prev = (c_stem, c_stem, c), False
+  else:
+    if c < 2 or c % 2:
+      raise UserInputError(f"init_channels must be even for ImageNet, got {c}")
+    p1, m1, size = _conv(3, c // 2, 3, 2, 1, size)
+    p2, m2, size = _conv(c // 2, c, 3, 2, 1, size)
+    p3, m3, size = _conv(c, c, 3, 2, 1, size)
+    stem = (p1 + p2 + p3 + c + 4 * c, m1 + m2 + m3)
+    channels, reduction_prev = (c, c, c), True
+  total, aux = stem, 0
+  c_out = channels[1]
+  for i, settings, c_out in _stack(genotype, layers, *channels, reduction_prev):
+    total = _add(total, _cell_counts(*settings, size))
+    if settings[5]:  # a reduction cell halves the image
+      size = _reduced(size)
+    if auxiliary and i == 2 * layers // 3:
+      aux = _aux_counts(kind, c_out, num_classes, size)
+  params, macs = _add(total, (c_out * num_classes + num_classes, c_out * num_classes))
+  out = {"params": params}
+  if auxiliary:
+    out["params_with_aux"] = params + aux
   return {**out, "macs": macs, "ops": built_op_counts(genotype)}

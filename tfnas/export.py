@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfnas import eval_model
 from tfnas import files
 from tfnas import genotype as genotype_lib
+from tfnas import ops
 from tfnas.errors import UserInputError
 
 NETWORK_KINDS = ("cifar", "imagenet")
@@ -48,7 +49,7 @@ def make_network(kind, genotype, init_channels, layers, num_classes, auxiliary=T
 def network_figures(network, genotype, image_shape):
   """The figures tools/describe.py prints: params, params_with_aux, macs, ops.
 
-  eval_model.figures with image_shape checked; builds the network if needed.
+  eval_model.figures with image_shape checked (from shapes: nothing is built).
   """
   return eval_model.figures(network, genotype, _check_image_shape(image_shape))
 
@@ -119,8 +120,11 @@ def export(network, mean, std, image_shape, export_dir, genotype, describe=None)
     raise UserInputError(f"cannot create export_dir {export_dir}: {e.strerror}") from None
   paths = {key: os.path.join(export_dir, name)
            for key, name in zip(("saved_model", "genotype", "describe"), _OUTPUTS)}
-  tf.saved_model.save(module, paths["saved_model"],
-                      signatures={"serving_default": module.serve})
+  # Traced with the plain ops: serving needs none of training's custom gradients,
+  # which a loader cannot restore (it warns about each).
+  with ops.plain_gradients():
+    tf.saved_model.save(module, paths["saved_model"],
+                        signatures={"serving_default": module.serve.get_concrete_function()})
   genotype_lib.save(genotype, paths["genotype"])
   files.write_json(describe, paths["describe"], indent=2)
   paths["signature"] = signature_text(module.serve.get_concrete_function())

@@ -12,6 +12,7 @@ Keras forces them, and are numerically neutral:
 - weights are initialized like PyTorch's defaults (kaiming-uniform with a=sqrt(5),
   i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))), so parameter scales match.
 """
+import contextlib
 import functools
 import math
 
@@ -63,6 +64,24 @@ def _split_grouped_conv(x, kernel, stride, padding, groups):
                     zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1))], -1)
 
 
+# Off inside plain_gradients(): the custom gradients below (recomputed, _depthwise_conv).
+_gradient_tricks = True
+
+
+@contextlib.contextmanager
+def plain_gradients():
+  """Ops built inside use TensorFlow's own gradients, not the custom ones that save time
+  and memory in training: for graphs that are never differentiated, such as a
+  SavedModel for serving, whose loader cannot restore custom gradients and warns
+  about each one."""
+  global _gradient_tricks
+  saved, _gradient_tricks = _gradient_tricks, False
+  try:
+    yield
+  finally:
+    _gradient_tricks = saved
+
+
 def _depthwise_conv(x, kernel, stride, padding):
   """tf.nn.depthwise_conv2d ('SAME' or 'VALID'), with a faster kernel gradient above 3x3.
 
@@ -73,7 +92,7 @@ def _depthwise_conv(x, kernel, stride, padding):
   """
   k = kernel.shape[0]
   strides = [1, stride, stride, 1]
-  if k <= 3:
+  if k <= 3 or not _gradient_tricks:
     return tf.nn.depthwise_conv2d(x, kernel, strides, padding)
   p = (k - 1) // 2 if padding == "SAME" else 0
   explicit = [0, 0, p, p, p, p, 0, 0]
@@ -325,6 +344,9 @@ def recomputed(f, x, *variables):
   followed by a 1x1 conv that costs one depthwise conv and saves a tensor of the
   input's size per block (about a third of the search step's peak memory).
   """
+  if not _gradient_tricks:
+    return f(x, *[tf.convert_to_tensor(v) for v in variables])
+
   @tf.custom_gradient
   def run(x, *values):
     def grad(dy):

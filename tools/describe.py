@@ -58,11 +58,9 @@ def main(argv):
     if flag.value is not None:
       settings[name] = flag.value
   size = settings.pop("image_size")
-  network = (eval_model.NetworkCIFAR if _NETWORK.value == "cifar"
-             else eval_model.NetworkImageNet)
-  model = network(g, auxiliary=_AUXILIARY.value, **settings)
   print(json.dumps({"genotype": _GENOTYPE.value,
-                    **eval_model.figures(model, g, (size, size))}))
+                    **eval_model.shape_figures(_NETWORK.value, g, (size, size),
+                                                auxiliary=_AUXILIARY.value, **settings)}))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import pathlib
 import sys
 import time
 
+START = time.perf_counter()  # the wall time printed at the end covers the whole run
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
@@ -123,8 +125,22 @@ _CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
 
 flags.adopt_module_key_flags(search_step_flags)  # listed in --help with the rest
 
+# --help lists the flags in these groups, as the README does.
+FLAG_GROUPS = {
+    "data": [_DATASET, _TRAIN_SPLIT, _VAL_SPLIT, _TFDS_DATA_DIR, _DOWNLOAD, _IMAGE_SIZE],
+    "space": [_PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER, _NUM_CLASSES],
+    "method": [_METHOD, _RELAXATION, _ALPHA_INIT_STD, _ZERO_ONE_WEIGHT, _ZERO_ONE_FORM,
+               _SELECTION_RULE, _THRESHOLD, _ADD_NOISE, _NOISE_TYPE, _NOISE_MIXTURE,
+               _NOISE_MEAN, _NOISE_FACTOR, _NOISE_DECAY],
+    "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
+                     _WEIGHT_DECAY, _GRAD_CLIP, _ARCH_LEARNING_RATE, _ARCH_BETA1, _ARCH_BETA2,
+                     _ARCH_WEIGHT_DECAY, _SEED, _DETERMINISTIC],
+    "runtime": [_MODEL_DIR, _STRATEGY, _CPU_DEVICES, _TPU, _SYNC_BN, _LOG_EVERY,
+                _CHECKPOINT_EVERY_STEPS, _CHECKPOINT_EVERY_SECS, _GRAPH_OPTIMIZER,
+                search_step_flags.PRECISION, search_step_flags.JIT_COMPILE],
+}
+
 def main(argv):
-  start = time.perf_counter()
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
@@ -143,6 +159,7 @@ def main(argv):
   from tfnas import progress
   from tfnas import search_model
   from tfnas import searcher
+  from tfnas import summaries
 
   method = methods.get_method(
       _METHOD.value, relaxation=_RELAXATION.value, alpha_init_std=_ALPHA_INIT_STD.value,
@@ -182,6 +199,10 @@ def main(argv):
   print(json.dumps(genotype_lib.to_json(result.genotype)))
   print(f"supernet accuracy in the last epoch: train {result.train_accuracy:.4f}, "
         f"validation {result.val_accuracy:.4f}")
+  if result.undecided_fraction is not None:
+    low, high = summaries.UNDECIDED
+    print(f"undecided weights: {result.undecided_fraction:.2f} (the share of sigmoid weights "
+          f"between {low} and {high})")
   figures = searcher.derived_network_figures(result.genotype, space.num_classes,
                                              data.image_shape)
   h, w = data.image_shape[:2]
@@ -192,11 +213,11 @@ def main(argv):
     aux = "" if aux is None else f" ({aux:,} with the auxiliary head)"
     print(f"derived network (C=36, 20 cells, {h}x{w} images): {figures['params']:,} params"
           f"{aux}, {figures['macs']:,} MACs")
-  print(f"wall time: {progress.format_duration(time.perf_counter() - start)}")
+  print(f"wall time: {progress.format_duration(time.perf_counter() - START)}")
   for name, path in result.files.items():
     print(f"{name}: {path}")
 
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("model_dir")
-  cli.run(main)
+  cli.run(main, FLAG_GROUPS)

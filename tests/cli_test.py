@@ -1,0 +1,77 @@
+"""What every tool shares (tfnas/cli.py): --help, and TensorFlow's log lines hidden."""
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TOOLS = ("search.py", "train.py", "derive.py", "describe.py", "draw_cells.py", "export.py",
+         "benchmark.py")
+# tfnas logs through absl: "I1130 04:11:09.012465 140559154748288 searcher.py:344] ..."
+_ABSL_LINE = re.compile(r"[DIWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ ([\w.]+):\d+\] ")
+
+
+def run_tool(tool, *args):
+  return subprocess.run([sys.executable, str(ROOT / "tools" / tool), *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+def foreign_lines(stderr):
+  """The stderr lines that tfnas did not write (e.g. TensorFlow's): tfnas' own log lines
+  come from its files through absl, its other lines say `error:` or `warning:`."""
+  own = {p.name for d in ("tfnas", "tools") for p in (ROOT / d).glob("*.py")}
+  lines = []
+  for line in stderr.splitlines():
+    m = _ABSL_LINE.match(line)
+    if not (m and m.group(1) in own) and not line.startswith(("error: ", "warning: ")):
+      lines.append(line)
+  return lines
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+def test_help_exits_0(tool, flag):
+  result = run_tool(tool, flag)
+  assert result.returncode == 0, result.stderr
+  assert "tf_logs:" in result.stdout and not result.stderr
+  assert ("absl.logging:" in result.stdout) == (flag == "--helpfull")
+
+
+def test_search_help_lists_the_flags_in_the_readme_groups():
+  out = run_tool("search.py", "--help").stdout
+  titles = re.findall(r"^(\S[^\n]*):$", out, re.M)
+  assert titles == ["data", "space", "method", "optimization", "runtime", "every tool"]
+  flags_in = {}
+  for title, body in re.findall(r"^(\S[^\n]*):\n((?:  [^\n]*\n?)*)", out, re.M):
+    flags_in[title] = re.findall(r"^  --(?:\[no\])?(\w+):", body, re.M)
+  assert flags_in["data"][:3] == ["dataset", "train_split", "val_split"]
+  assert flags_in["method"][0] == "method" and "zero_one_weight" in flags_in["method"]
+  assert "arch_learning_rate" in flags_in["optimization"]
+  assert {"model_dir", "precision", "jit_compile"} <= set(flags_in["runtime"])
+  assert "other" not in flags_in  # every flag of the tool is in a group
+
+
+def test_describe_prints_no_tensorflow_line():
+  result = run_tool("describe.py", "--genotype=DARTS_V2")
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == ""
+
+
+def test_tf_logs_brings_tensorflow_lines_back():
+  result = run_tool("describe.py", "--genotype=DARTS_V2", "--tf_logs")
+  assert result.returncode == 0, result.stderr
+  assert foreign_lines(result.stderr)  # e.g. oneDNN's banner as TensorFlow loads
+
+
+def test_a_tiny_search_prints_only_its_own_lines(tmp_path):
+  result = run_tool("search.py", "--method=fair_darts", "--dataset=digits", "--steps=2",
+                    "--layers=3", "--init_channels=4", "--epochs=1", "--batch_size=64",
+                    "--train_split=train[:128]", "--val_split=train[128:256]",
+                    f"--model_dir={tmp_path / 'run'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert foreign_lines(result.stderr) == []
+  # The search's start, the epoch's progress line and its end.
+  assert 3 <= len(result.stderr.splitlines()) <= 5, result.stderr
+  assert "undecided weights: " in result.stdout
