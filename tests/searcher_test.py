@@ -259,9 +259,11 @@ def _alphas(model_dir):
 
 
 def _summaries(model_dir, subdir):
-  """{tag: [(step, value)]} from a run's event files: floats, images, text, the layout."""
+  """{tag: [(step, value)]} from a run's event files, oldest first: floats, images, text,
+  the layout."""
   values = {}
-  for path in glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*")):
+  # A resumed run has an event file per process; their names begin with the time.
+  for path in sorted(glob.glob(os.path.join(model_dir, subdir, "events.out.tfevents.*"))):
     for event in tf.compat.v1.train.summary_iterator(path):
       for v in event.summary.value:
         plugin = v.metadata.plugin_data.plugin_name

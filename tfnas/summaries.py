@@ -25,8 +25,8 @@ from tensorboard.plugins.custom_scalar import summary as custom_scalar_summary
 import numpy as np
 import tensorflow as tf
 
+from tfnas import files
 from tfnas import genotype as genotype_lib
-from tfnas import training
 from tfnas import visualize
 
 CELLS = ("normal", "reduce")
@@ -249,6 +249,6 @@ class ArchSummaries:
                       self.history_path, e)
     history[epoch] = {cell: dominant_counts(weights[cell]) for cell in CELLS}
     epochs = sorted(history)
-    training.write_json({"primitives": list(self.primitives),
-                         "epochs": {str(e): history[e] for e in epochs}}, self.history_path)
+    files.write_json({"primitives": list(self.primitives),
+                      "epochs": {str(e): history[e] for e in epochs}}, self.history_path)
     return epochs, [history[e] for e in epochs]
