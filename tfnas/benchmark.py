@@ -11,8 +11,8 @@ from tfnas import distribute
 from tfnas import searcher as searcher_lib
 
 
-def benchmark_search_step(space, method, config, image_size, steps, strategy):
-  """Times `steps` search steps on random images after a first (tracing) step.
+def benchmark_search_step(space, method, config, image_size, timed_steps, strategy):
+  """Times `timed_steps` search steps on random images after a first (tracing) step.
 
   Returns first_step_s (building the graph and the first step), step_s (the
   median of the timed steps), images_per_s (batch_size / step_s, the PyTorch
@@ -22,7 +22,7 @@ def benchmark_search_step(space, method, config, image_size, steps, strategy):
   distribute.check_batch_size(config.batch_size, strategy)
   start = time.perf_counter()
   rng = np.random.default_rng(0)
-  n = config.batch_size * (steps + 1)
+  n = config.batch_size * (timed_steps + 1)
 
   def images():
     return data_lib.ImageSet(
@@ -37,7 +37,7 @@ def benchmark_search_step(space, method, config, image_size, steps, strategy):
   float(searcher.train_step(iterator)["train_loss_sum"])  # the value forces the step to finish
   first_step_s = time.perf_counter() - start
   times = []
-  for _ in range(steps):
+  for _ in range(timed_steps):
     t = time.perf_counter()
     float(searcher.train_step(iterator)["train_loss_sum"])
     times.append(time.perf_counter() - t)
