@@ -75,3 +75,36 @@ def test_a_tiny_search_prints_only_its_own_lines(tmp_path):
   # The search's start, the epoch's progress line and its end.
   assert 3 <= len(result.stderr.splitlines()) <= 5, result.stderr
   assert "undecided weights: " in result.stdout
+
+
+# A module whose import is stopped by SIGTERM, imported as tensorflow is: its stderr held
+# back by cli's import hook.
+_STOPPED_IMPORT = """
+import os, signal, sys, time
+sys.path[:0] = [{root!r}, {modules!r}]
+from tfnas import cli
+
+def main(argv):
+  cli._hide_tensorflow_logs()  # pylint: disable=protected-access
+  sys.meta_path.insert(0, cli._QuietImport("stopped_module"))  # pylint: disable=protected-access
+  import stopped_module  # noqa: F401
+  print("the import was not stopped", flush=True)
+
+cli.run(main)
+"""
+
+
+def test_a_stop_while_tensorflow_loads_still_prints_the_stop_line(tmp_path):
+  (tmp_path / "stopped_module.py").write_text(
+      "import os, signal, sys, time\n"
+      "print('chatter of the import', file=sys.stderr, flush=True)\n"
+      "os.kill(os.getpid(), signal.SIGTERM)\n"
+      "time.sleep(30)\n")
+  script = _STOPPED_IMPORT.format(root=str(ROOT), modules=str(tmp_path))
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 143, result.stderr
+  assert result.stdout == ""
+  assert result.stderr.splitlines() == [
+      "stopped by SIGTERM with no step since the last checkpoint: run the same command again "
+      "to resume"]

@@ -29,10 +29,15 @@ STOP = StopRequest()
 _EXIT_STATUS = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 
 
+# The terminal's stderr while TensorFlow's import writes to a buffer (_stderr_held_back):
+# a stop line must reach it even then.
+_REAL_STDERR_FD = None
+
+
 def _write_line(line):
   # os.write, not print: the handler may run in the middle of a print to stderr,
   # and a second write into the same buffer raises RuntimeError (reentrant call).
-  fd = sys.stderr.fileno()
+  fd = _REAL_STDERR_FD if _REAL_STDERR_FD is not None else sys.stderr.fileno()
   start = "\n" if os.isatty(fd) else ""  # below a progress bar, not after it
   os.write(fd, (start + line + "\n").encode())
 
@@ -93,9 +98,11 @@ def _hide_tensorflow_logs():
 def _stderr_held_back():
   """Sends what is written to file descriptor 2 (C++ included) to a buffer, shown only if
   the block fails."""
+  global _REAL_STDERR_FD
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile() as held:
+    _REAL_STDERR_FD = saved
     os.dup2(held.fileno(), 2)
     try:
       yield
@@ -106,6 +113,7 @@ def _stderr_held_back():
       raise
     finally:
       os.dup2(saved, 2)
+      _REAL_STDERR_FD = None
       os.close(saved)
 
 
