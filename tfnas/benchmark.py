@@ -33,7 +33,7 @@ def benchmark_search_step(space, method, config, image_size, timed_steps, strate
                              (image_size, image_size, 3), (0.5,) * 3, (0.25,) * 3, False)
   searcher = searcher_lib.Searcher(space, method, config, strategy, data.image_shape)
   dataset = data_lib.search_input(data, global_batch_size=config.batch_size, seed=0, epochs=1)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  iterator = distribute.input_iterator(dataset, strategy)
   float(searcher.train_step(iterator)["train_loss_sum"])  # the value forces the step to finish
   first_step_s = time.perf_counter() - start
   times = []

@@ -133,3 +133,21 @@ def sum_over_replicas(values, differentiable=False):
 
   record.record_operation("SumOverReplicas", outputs, sums + values, grad)
   return outputs[:n]
+
+
+def input_iterator(dataset, strategy):
+  """An iterator over a run's batches that the end of the run need not wait for.
+
+  tf.data's autotuning thread sleeps until its next round (up to a minute apart) and an
+  iterator is destroyed only when it wakes: the end of a search waited that long. tfnas'
+  pipelines (in-memory images, light augmentation) need no autotuning, and one CPU
+  replica reads the batches where they are, without the per-device pipeline that
+  distributing the dataset adds (which autotunes too).
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  dataset = dataset.with_options(options)
+  if strategy.num_replicas_in_sync == 1 and all(
+      "CPU" in d.upper() for d in strategy.extended.worker_devices):
+    return iter(dataset)
+  return iter(strategy.experimental_distribute_dataset(dataset))

@@ -365,7 +365,7 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
 
   dataset = data_lib.search_input(data, global_batch_size=config.batch_size, seed=config.seed,
                                   epochs=config.epochs, start_step=start_step)
-  iterator = _input_iterator(dataset, strategy)
+  iterator = distribute.input_iterator(dataset, strategy)
   epoch_totals = None
   try:
     for epoch in range(start_step // steps_per_epoch, config.epochs):
@@ -425,24 +425,6 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
     undecided = summaries.undecided_fraction([w.numpy() for w in searcher.model.arch_weights()])
   return SearchResult(genotype, totals.accuracy("train"), totals.accuracy("val"), model_dir,
                       files, undecided)
-
-
-def _input_iterator(dataset, strategy):
-  """The iterator of the search's batches, one that the end of the run need not wait for.
-
-  tf.data's autotuning thread sleeps until its next round (up to a minute apart) and an
-  iterator is destroyed only when it wakes: the end of a search waited that long. The
-  pipeline (in-memory images, light augmentation) needs no autotuning, and one CPU
-  replica reads the batches where they are, without the per-device pipeline that
-  distributing the dataset adds (which autotunes too).
-  """
-  options = tf.data.Options()
-  options.autotune.enabled = False
-  dataset = dataset.with_options(options)
-  if strategy.num_replicas_in_sync == 1 and all(
-      "CPU" in d.upper() for d in strategy.extended.worker_devices):
-    return iter(dataset)
-  return iter(strategy.experimental_distribute_dataset(dataset))
 
 
 def derived_network_figures(genotype, num_classes, image_shape, init_channels=36, layers=20):

@@ -81,7 +81,7 @@ def _evaluate(eval_step, strategy, data, batch_size):
   """Test loss and accuracy in inference mode over the whole split."""
   total_loss = total_correct = 0.0
   dataset = data_lib.evaluation_batches(data.val, data.mean, data.std, batch_size)
-  for x, y in strategy.experimental_distribute_dataset(dataset):
+  for x, y in distribute.input_iterator(dataset, strategy):
     loss, right = strategy.run(eval_step, args=(x, y))
     total_loss += float(strategy.reduce("SUM", loss, axis=None))
     total_correct += float(strategy.reduce("SUM", right, axis=None))
@@ -199,7 +199,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
                              global_batch_size=config.batch_size, seed=config.seed, stream=0,
                              epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                              start_step=start_step, augment=data.augment, cutout=config.cutout)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  iterator = distribute.input_iterator(dataset, strategy)
   writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
              for name in ("train", "validation")}
   eval_path = os.path.join(model_dir, "eval.json")
