@@ -84,6 +84,8 @@ def test_the_lock_refuses_a_second_holder_naming_the_first(tmp_path):
     ('{"search": 3}', "params.json: 'search' must be a JSON object, not 3"),
     ('{"data": {}}', "params.json is neither a search's nor a training's"),
     ('{"train": {}}', "holds a training, not a search: use another --model_dir"),
+    ('{"search": {}}', "holds a search of an older tfnas, which had no setting search.epochs: "
+                       "this version cannot resume it"),
 ])
 def test_prepare_model_dir_refuses_an_unusable_params_json(tmp_path, content, message):
   path = _put(tmp_path / "params.json", content)

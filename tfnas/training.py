@@ -152,6 +152,10 @@ def prepare_model_dir(model_dir, params, resumable, what):
         if (section, key) in resumable:
           continue
         a, b = stored.get(key), (values or {}).get(key)
+        if key not in stored:
+          raise UserInputError(
+              f"{model_dir} holds a {what} of an older tfnas, which had no setting "
+              f"{section}.{key}: this version cannot resume it; use another --model_dir")
         if a != b:
           raise UserInputError(
               f"{model_dir} holds a {what} with {section}.{key}={a!r}, not {b!r}: "
