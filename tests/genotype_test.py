@@ -41,6 +41,15 @@ def test_primitives():
   assert genotype.FAIR_PRIMITIVES == genotype.PRIMITIVES[1:]
 
 
+def test_default_primitives_per_method():
+  # As the originals: DARTS searches 'none' too; Fair and Noisy DARTS' code leaves it out.
+  assert genotype.default_primitives('darts') == genotype.PRIMITIVES
+  assert genotype.default_primitives('fair_darts') == genotype.FAIR_PRIMITIVES
+  assert genotype.default_primitives('noisy_darts') == genotype.FAIR_PRIMITIVES
+  with pytest.raises(UserInputError, match="unknown method 'pc_darts'"):
+    genotype.default_primitives('pc_darts')
+
+
 def test_threshold_sparse_golden(golden):
   g = genotype.derive(golden['normal_sigmoid'], golden['reduce_sigmoid'],
                       golden['primitives'], 4, 'threshold_sparse',

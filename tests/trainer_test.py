@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tfnas import data as data_lib
+from tfnas import genotype as genotype_lib
 from tfnas import trainer
 from tfnas import zoo
 from tfnas.errors import UserInputError
@@ -98,6 +99,17 @@ def test_files_schedules_and_counts(tmp_path):
 def test_drop_path_granularity_follows_the_cell_style():
   assert trainer.drop_path_granularity(zoo.get("DARTS_V2")) == "op"
   assert trainer.drop_path_granularity(zoo.get("FairDARTS_a")) == "node"  # node 3 is missing
+
+
+def test_auto_drop_path_is_node_for_the_fair_darts_zoo_cells_by_name(tmp_path):
+  # FairDARTS_c has two inputs on every node: by its zoo name it still drops nodes, as
+  # Fair DARTS' code trains it; the same cell from a JSON file goes by its shape.
+  fair_c = zoo.get("FairDARTS_c")
+  assert trainer.auto_drop_path("FairDARTS_c", fair_c) == "node"
+  path = tmp_path / "FairDARTS_c"
+  path.write_text(json.dumps(genotype_lib.to_json(fair_c)))
+  assert trainer.auto_drop_path(str(path), zoo.resolve(str(path))) == "op"
+  assert trainer.auto_drop_path("DARTS_V2", zoo.get("DARTS_V2")) == "op"
 
 
 def test_bad_settings_are_refused(tmp_path):

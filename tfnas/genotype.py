@@ -29,6 +29,9 @@ PRIMITIVES = (
 )
 # Fair DARTS and Noisy DARTS drop 'none'.
 FAIR_PRIMITIVES = PRIMITIVES[1:]
+# The ops each search method searches over unless told otherwise (as their original code).
+_METHOD_PRIMITIVES = {'darts': PRIMITIVES, 'fair_darts': FAIR_PRIMITIVES,
+                      'noisy_darts': FAIR_PRIMITIVES}
 
 RULES = ('darts', 'threshold_sparse', 'threshold_edge')
 RELAXATIONS = ('softmax', 'sigmoid')
@@ -365,6 +368,15 @@ def _is_int(x):
 def _check_steps(steps):
   if not _is_int(steps) or steps < 1:
     raise UserInputError(f'steps must be a positive integer, got {steps!r}')
+
+
+def default_primitives(method):
+  """The candidate ops of a method's search by default: the 8 DARTS ops for darts, the same
+  without 'none' for fair_darts and noisy_darts."""
+  if method not in _METHOD_PRIMITIVES:
+    raise UserInputError(
+        f"unknown method {method!r}; known methods: {', '.join(_METHOD_PRIMITIVES)}")
+  return _METHOD_PRIMITIVES[method]
 
 
 def check_primitives(primitives):

@@ -24,6 +24,7 @@ from tfnas import genotype as genotype_lib
 from tfnas import optimizers
 from tfnas import progress as progress_lib
 from tfnas import training
+from tfnas import zoo
 from tfnas.errors import UserInputError
 
 
@@ -75,6 +76,15 @@ def drop_path_granularity(genotype):
         genotype_lib.live_nodes(entries)) != len(nodes):
       return "node"
   return "op"
+
+
+def auto_drop_path(name_or_path, genotype):
+  """The drop path --drop_path=auto picks for the genotype that `name_or_path` (a zoo name or
+  a JSON file) resolved to: 'node' for the FairDARTS_* zoo cells, trained as Fair DARTS' code
+  trains them even where every node has two inputs; drop_path_granularity otherwise."""
+  if name_or_path.startswith("FairDARTS_") and name_or_path in zoo.NAMES:
+    return "node"
+  return drop_path_granularity(genotype)
 
 
 def _evaluate(eval_step, strategy, data, batch_size):

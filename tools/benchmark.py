@@ -14,7 +14,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import flags  # noqa: E402
 
 from tfnas import cli  # noqa: E402
-from tools import search_step_flags  # noqa: E402
+from tools import flags_common  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
 _METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noisy_darts"],
@@ -28,37 +28,32 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch.", lower_boun
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
 _TIMED_STEPS = flags.DEFINE_integer("timed_steps", 5, "Search steps timed after the first one.",
                                     lower_bound=1)
-_STRATEGY = flags.DEFINE_enum(
-    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu"],
-    "As in tools/search.py.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices.",
-                                    lower_bound=1)
-_GRAPH_OPTIMIZER = flags.DEFINE_enum(
-    "graph_optimizer", "auto", ["auto", "on", "off"],
-    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
+_DISTRIBUTION = flags_common.distribution(["auto", "mirrored", "one_device", "cpu"])
+_STEP = flags_common.search_step()
 
-flags.adopt_module_key_flags(search_step_flags)  # listed in --help with the rest
+flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
+
 
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import distribute
-  distribute.configure_cpu_devices(_CPU_DEVICES.value)
-  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
+  distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
+  distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
   from tfnas import benchmark
   from tfnas import genotype
   from tfnas import methods
   from tfnas import search_model
   from tfnas import searcher
 
-  primitives = genotype.PRIMITIVES if _METHOD.value == "darts" else genotype.FAIR_PRIMITIVES
-  space = search_model.SearchSpace(primitives=primitives, steps=_STEPS.value,
-                                   layers=_LAYERS.value, init_channels=_INIT_CHANNELS.value)
+  space = search_model.SearchSpace(primitives=genotype.default_primitives(_METHOD.value),
+                                   steps=_STEPS.value, layers=_LAYERS.value,
+                                   init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
-  precision, jit_compile = search_step_flags.PRECISION.value, search_step_flags.JIT_COMPILE.value
+  precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
                                  jit_compile=jit_compile)
-  strategy = distribute.get_strategy(_STRATEGY.value)
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value)
   result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,

@@ -18,23 +18,15 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tfnas import cli  # noqa: E402
-from tools import search_step_flags  # noqa: E402
+from tools import flags_common  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
 # Data.
-_DATASET = flags.DEFINE_string(
-    "dataset", "digits",
-    "A TFDS name (cifar10, cifar100, ...), 'digits' (scikit-learn's bundled 8x8 digits, "
-    "offline) or a folder of images with one subfolder per class.")
+_DATA = flags_common.data("digits")
 _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train[:50%]",
                                    "TFDS split string of the half that trains the weights.")
 _VAL_SPLIT = flags.DEFINE_string("val_split", "train[50%:]",
                                  "TFDS split string of the half that trains the alphas.")
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
-                                   "Image size for folder datasets (default 32).", lower_bound=1)
-_DOWNLOAD = flags.DEFINE_boolean("download", True,
-                                 "Let TFDS download a dataset that is not in tfds_data_dir.")
 
 # Search space.
 _PRIMITIVES = flags.DEFINE_list(
@@ -94,50 +86,33 @@ _ARCH_LEARNING_RATE = flags.DEFINE_float("arch_learning_rate", 3e-4, "Adam lr of
 _ARCH_BETA1 = flags.DEFINE_float("arch_beta1", 0.5, "Adam beta1 of the alphas.")
 _ARCH_BETA2 = flags.DEFINE_float("arch_beta2", 0.999, "Adam beta2 of the alphas.")
 _ARCH_WEIGHT_DECAY = flags.DEFINE_float("arch_weight_decay", 1e-3, "Coupled L2 decay of alphas.")
-_SEED = flags.DEFINE_integer("seed", 2, "Random seed.")
-_DETERMINISTIC = flags.DEFINE_boolean(
-    "deterministic", False,
-    "TensorFlow op determinism: the same seed gives the same result on the same machine "
-    "(slower on GPUs; recorded in params.json).")
+_RANDOM = flags_common.seed(2)
 
 # Runtime.
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
-_STRATEGY = flags.DEFINE_enum(
-    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu", "multi_worker",
-                                      "tpu"],
-    "auto: mirrored over all GPUs, else over the (logical) CPU devices.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
-                                    "Split the CPU into N logical devices (N replicas).",
-                                    lower_bound=1)
-_TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
-_GRAPH_OPTIMIZER = flags.DEFINE_enum(
-    "graph_optimizer", "auto", ["auto", "on", "off"],
-    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
+_MODEL_DIR = flags_common.model_dir()
+_DISTRIBUTION = flags_common.distribution()
+_STEP = flags_common.search_step()
 _SYNC_BN = flags.DEFINE_boolean("synchronized_bn", None,
                                 "Batch statistics over all replicas (default: on with >1).")
-_LOG_EVERY = flags.DEFINE_integer("log_every_steps", 50, "Steps between log lines and summaries.",
-                                  lower_bound=1)
-_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
-    "checkpoint_every_steps", 0, "Also write a checkpoint every N steps (0: off).", lower_bound=0)
-_CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
-    "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
-    lower_bound=0)
+_PROGRESS = flags_common.progress(50)
 
-flags.adopt_module_key_flags(search_step_flags)  # listed in --help with the rest
+flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 
 # --help lists the flags in these groups, as the README does.
 FLAG_GROUPS = {
-    "data": [_DATASET, _TRAIN_SPLIT, _VAL_SPLIT, _TFDS_DATA_DIR, _DOWNLOAD, _IMAGE_SIZE],
+    "data": [_DATA.dataset, _TRAIN_SPLIT, _VAL_SPLIT, _DATA.tfds_data_dir, _DATA.download,
+             _DATA.image_size],
     "space": [_PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER, _NUM_CLASSES],
     "method": [_METHOD, _RELAXATION, _ALPHA_INIT_STD, _ZERO_ONE_WEIGHT, _ZERO_ONE_FORM,
                _SELECTION_RULE, _THRESHOLD, _ADD_NOISE, _NOISE_TYPE, _NOISE_MIXTURE,
                _NOISE_MEAN, _NOISE_FACTOR, _NOISE_DECAY, _SKIP_DROP_PROB],
     "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
                      _WEIGHT_DECAY, _GRAD_CLIP, _ARCH_LEARNING_RATE, _ARCH_BETA1, _ARCH_BETA2,
-                     _ARCH_WEIGHT_DECAY, _SEED, _DETERMINISTIC],
-    "runtime": [_MODEL_DIR, _STRATEGY, _CPU_DEVICES, _TPU, _SYNC_BN, _LOG_EVERY,
-                _CHECKPOINT_EVERY_STEPS, _CHECKPOINT_EVERY_SECS, _GRAPH_OPTIMIZER,
-                search_step_flags.PRECISION, search_step_flags.JIT_COMPILE],
+                     _ARCH_WEIGHT_DECAY, _RANDOM.seed, _RANDOM.deterministic],
+    "runtime": [_MODEL_DIR, _DISTRIBUTION.strategy, _DISTRIBUTION.cpu_devices, _DISTRIBUTION.tpu,
+                _SYNC_BN, _PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
+                _PROGRESS.checkpoint_every_secs, _DISTRIBUTION.graph_optimizer, _STEP.precision,
+                _STEP.jit_compile],
 }
 
 def main(argv):
@@ -146,13 +121,12 @@ def main(argv):
   from tfnas import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
   primitives = _PRIMITIVES.value
   if primitives is None:
-    primitives = (genotype_lib.PRIMITIVES if _METHOD.value == "darts"
-                  else genotype_lib.FAIR_PRIMITIVES)
+    primitives = genotype_lib.default_primitives(_METHOD.value)
   primitives = genotype_lib.check_primitives(primitives)
   # Before anything else touches TensorFlow's devices.
   from tfnas import distribute
-  distribute.configure_cpu_devices(_CPU_DEVICES.value)
-  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
+  distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
+  distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
 
   from tfnas import data as data_lib
   from tfnas import methods
@@ -171,9 +145,9 @@ def main(argv):
                        cosine_decay=_NOISE_DECAY.value))
 
   data_config = data_lib.DataConfig(
-      dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
-      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value,
-      seed=_SEED.value)
+      dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
+      data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
+      download=_DATA.download.value, seed=_RANDOM.seed.value)
   data = data_lib.load_search_data(data_config)
 
   space = search_model.SearchSpace(
@@ -186,12 +160,12 @@ def main(argv):
       weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
       arch_learning_rate=_ARCH_LEARNING_RATE.value, arch_beta1=_ARCH_BETA1.value,
       arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
-      seed=_SEED.value, deterministic=_DETERMINISTIC.value, synchronized_bn=_SYNC_BN.value,
-      log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
-      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value,
-      precision=search_step_flags.PRECISION.value,
-      jit_compile=search_step_flags.JIT_COMPILE.value)
-  strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
+      seed=_RANDOM.seed.value, deterministic=_RANDOM.deterministic.value,
+      synchronized_bn=_SYNC_BN.value, log_every_steps=_PROGRESS.log_every_steps.value,
+      checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,
+      checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value,
+      precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value)
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
 
   result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
                            strategy=strategy, data=data, stop_request=cli.STOP)

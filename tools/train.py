@@ -16,24 +16,19 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import flags  # noqa: E402
 
 from tfnas import cli  # noqa: E402
+from tools import flags_common  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
 _GENOTYPE = flags.DEFINE_string("genotype", None, "Zoo name or genotype JSON file.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
+_MODEL_DIR = flags_common.model_dir()
 # Data.
-_DATASET = flags.DEFINE_string("dataset", "cifar10",
-                               "A TFDS name, 'digits', or a folder of images (one subfolder "
-                               "per class).")
+_DATA = flags_common.data("cifar10")
 _TRAIN_SPLIT = flags.DEFINE_string(
     "train_split", None, "Split to train on (default: train; for digits and folders, which have "
     "only a train split, train[:80%] of it).")
 _TEST_SPLIT = flags.DEFINE_string(
     "test_split", None, "Split to evaluate on every epoch (default: test; for digits and "
     "folders, the held-out train[80%:]).")
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir.")
-_DOWNLOAD = flags.DEFINE_boolean("download", True, "Let TFDS download a missing dataset.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Image size for folder datasets.",
-                                   lower_bound=1)
 # Network.
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", 36, "Channels of the first cells.")
 _LAYERS = flags.DEFINE_integer("layers", 20, "Cells.")
@@ -58,34 +53,34 @@ _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 3e-4, "Coupled L2 weight decay.")
 _GRAD_CLIP = flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip.")
 _CUTOUT = flags.DEFINE_integer("cutout", 16, "Cutout square side (0: off).")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
-_DETERMINISTIC = flags.DEFINE_boolean("deterministic", False,
-                                      "TensorFlow op determinism (as in tools/search.py).")
-_LOG_EVERY = flags.DEFINE_integer("log_every_steps", 100, "Steps between log lines.",
-                                  lower_bound=1)
-_CHECKPOINT_EVERY_STEPS = flags.DEFINE_integer(
-    "checkpoint_every_steps", 0, "Also write a checkpoint every N steps (0: off).", lower_bound=0)
-_CHECKPOINT_EVERY_SECS = flags.DEFINE_float(
-    "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
-    lower_bound=0)
+_RANDOM = flags_common.seed(0)
+_PROGRESS = flags_common.progress(100, "Steps between log lines.")
 # Runtime.
-_STRATEGY = flags.DEFINE_enum(
-    "distribution_strategy", "auto", ["auto", "mirrored", "one_device", "cpu", "multi_worker",
-                                      "tpu"], "As in tools/search.py.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N logical devices.",
-                                    lower_bound=1)
-_TPU = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
-_GRAPH_OPTIMIZER = flags.DEFINE_enum(
-    "graph_optimizer", "auto", ["auto", "on", "off"],
-    "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
+_DISTRIBUTION = flags_common.distribution()
+
+flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
+
+# --help lists the flags in these groups.
+FLAG_GROUPS = {
+    "run": [_GENOTYPE, _MODEL_DIR],
+    "data": [_DATA.dataset, _TRAIN_SPLIT, _TEST_SPLIT, _DATA.tfds_data_dir, _DATA.download,
+             _DATA.image_size],
+    "network": [_INIT_CHANNELS, _LAYERS, _AUXILIARY, _AUXILIARY_WEIGHT, _DROP_PATH_PROB,
+                _DROP_PATH],
+    "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
+                     _WEIGHT_DECAY, _GRAD_CLIP, _CUTOUT, _RANDOM.seed, _RANDOM.deterministic],
+    "runtime": [_PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
+                _PROGRESS.checkpoint_every_secs, _DISTRIBUTION.strategy,
+                _DISTRIBUTION.cpu_devices, _DISTRIBUTION.tpu, _DISTRIBUTION.graph_optimizer],
+}
 
 
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import distribute
-  distribute.configure_cpu_devices(_CPU_DEVICES.value)
-  distribute.configure_graph_optimizer(_GRAPH_OPTIMIZER.value)
+  distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
+  distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
   from tfnas import data as data_lib
   from tfnas import progress
   from tfnas import trainer
@@ -94,8 +89,7 @@ def main(argv):
   genotype = zoo.resolve(_GENOTYPE.value)
   drop_path = _DROP_PATH.value
   if drop_path == "auto":
-    fair_name = _GENOTYPE.value.startswith("FairDARTS_") and _GENOTYPE.value in zoo.NAMES
-    drop_path = "node" if fair_name else trainer.drop_path_granularity(genotype)
+    drop_path = trainer.auto_drop_path(_GENOTYPE.value, genotype)
   config = trainer.TrainConfig(
       init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
       auxiliary_weight=_AUXILIARY_WEIGHT.value if _AUXILIARY.value else 0.0,
@@ -103,14 +97,15 @@ def main(argv):
       drop_path=drop_path, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
       momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
-      cutout=_CUTOUT.value, seed=_SEED.value, deterministic=_DETERMINISTIC.value,
-      log_every_steps=_LOG_EVERY.value, checkpoint_every_steps=_CHECKPOINT_EVERY_STEPS.value,
-      checkpoint_every_secs=_CHECKPOINT_EVERY_SECS.value)
+      cutout=_CUTOUT.value, seed=_RANDOM.seed.value, deterministic=_RANDOM.deterministic.value,
+      log_every_steps=_PROGRESS.log_every_steps.value,
+      checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,
+      checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value)
   data_config = data_lib.DataConfig(
-      dataset=_DATASET.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
-      data_dir=_TFDS_DATA_DIR.value, image_size=_IMAGE_SIZE.value, download=_DOWNLOAD.value,
-      seed=_SEED.value)
-  strategy = distribute.get_strategy(_STRATEGY.value, _TPU.value)
+      dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
+      data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
+      download=_DATA.download.value, seed=_RANDOM.seed.value)
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
   result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy,
                          stop_request=cli.STOP)
   model_dir = pathlib.Path(_MODEL_DIR.value)
@@ -125,4 +120,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["genotype", "model_dir"])
-  cli.run(main)
+  cli.run(main, FLAG_GROUPS)

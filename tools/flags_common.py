@@ -1,0 +1,82 @@
+"""The flags that several tools take, defined here once.
+
+Each tool calls the functions for the flags it takes (with its own defaults
+where they differ), then `flags.adopt_module_key_flags(flags_common)` so
+that its --help lists them with its own. The library (tfnas/) stays free of flags.
+"""
+import types
+
+from absl import flags
+
+STRATEGIES = ("auto", "mirrored", "one_device", "cpu", "multi_worker", "tpu")
+
+
+def model_dir(help_text="Where the run's files go; resumes from it.", **kwargs):
+  return flags.DEFINE_string("model_dir", None, help_text, **kwargs)
+
+
+def distribution(strategies=STRATEGIES):
+  """--distribution_strategy, --cpu_devices, --tpu (with 'tpu' among strategies) and
+  --graph_optimizer."""
+  out = types.SimpleNamespace(
+      strategy=flags.DEFINE_enum(
+          "distribution_strategy", "auto", list(strategies),
+          "auto: mirrored over all GPUs, else over the (logical) CPU devices."),
+      cpu_devices=flags.DEFINE_integer(
+          "cpu_devices", None, "Split the CPU into N logical devices (N replicas).",
+          lower_bound=1),
+      tpu=None)
+  if "tpu" in strategies:
+    out.tpu = flags.DEFINE_string("tpu", None, "TPU address for --distribution_strategy=tpu.")
+  out.graph_optimizer = flags.DEFINE_enum(
+      "graph_optimizer", "auto", ["auto", "on", "off"],
+      "TensorFlow's graph optimizer (Grappler); auto: off without GPUs (faster first step).")
+  return out
+
+
+def search_step():
+  """--precision and --jit_compile: how the step is computed."""
+  return types.SimpleNamespace(
+      precision=flags.DEFINE_enum(
+          "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
+          "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no "
+          "faster on CPUs); float16 with dynamic loss scaling."),
+      jit_compile=flags.DEFINE_boolean(
+          "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs)."))
+
+
+def seed(default):
+  """--seed and --deterministic."""
+  return types.SimpleNamespace(
+      seed=flags.DEFINE_integer("seed", default, "Random seed."),
+      deterministic=flags.DEFINE_boolean(
+          "deterministic", False,
+          "TensorFlow op determinism: the same seed gives the same result on the same machine "
+          "(slower on GPUs; recorded in params.json)."))
+
+
+def data(default_dataset):
+  """--dataset, --tfds_data_dir, --download and --image_size (the splits are each tool's)."""
+  return types.SimpleNamespace(
+      dataset=flags.DEFINE_string(
+          "dataset", default_dataset,
+          "A TFDS name (cifar10, cifar100, ...), 'digits' (scikit-learn's bundled 8x8 digits, "
+          "offline) or a folder of images with one subfolder per class."),
+      tfds_data_dir=flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir."),
+      download=flags.DEFINE_boolean(
+          "download", True, "Let TFDS download a dataset that is not in tfds_data_dir."),
+      image_size=flags.DEFINE_integer(
+          "image_size", None, "Image size for folder datasets (default 32).", lower_bound=1))
+
+
+def progress(log_every_steps, log_help="Steps between log lines and summaries."):
+  """--log_every_steps and the checkpoint cadence (--checkpoint_every_steps, _secs)."""
+  return types.SimpleNamespace(
+      log_every_steps=flags.DEFINE_integer("log_every_steps", log_every_steps, log_help,
+                                           lower_bound=1),
+      checkpoint_every_steps=flags.DEFINE_integer(
+          "checkpoint_every_steps", 0, "Also write a checkpoint every N steps (0: off).",
+          lower_bound=0),
+      checkpoint_every_secs=flags.DEFINE_float(
+          "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
+          lower_bound=0))
