@@ -339,3 +339,19 @@ def test_tool_bad_input_is_one_error_line(tmp_path, args, message):
   assert len(errors) == 1 and message in errors[0], result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_untrained_network_takes_the_papers_setting_of_its_kind():
+  # One library choice for export and describe: the kind picks the class, the defaults and
+  # (for export) the mean and std; flags left unset (None) keep the defaults.
+  assert eval_model.network_settings("imagenet") == dict(init_channels=48, layers=14,
+                                                         num_classes=1000, image_size=224)
+  assert eval_model.network_settings("cifar", layers=5, num_classes=None)["layers"] == 5
+  network, mean, std, shape, settings = export.untrained_network(
+      "imagenet", zoo.get("DARTS_V2"), init_channels=8, layers=3, num_classes=None,
+      auxiliary=False)
+  assert isinstance(network, eval_model.NetworkImageNet) and network.auxiliary_head is None
+  assert (mean, std, shape) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224, 3))
+  assert settings["num_classes"] == 1000 and settings["init_channels"] == 8
+  with pytest.raises(UserInputError, match="unknown network kind 'mnist'"):
+    eval_model.network_settings("mnist")

@@ -514,3 +514,20 @@ def shape_figures(kind, genotype, image_shape, init_channels, layers, num_classe
   if auxiliary:
     out["params_with_aux"] = params + aux
   return {**out, "macs": macs, "ops": built_op_counts(genotype)}
+
+
+# The evaluation networks by kind, and the settings the papers evaluate them with (DARTS
+# CIFAR; DARTS ImageNet, mobile setting): for the tools that build one from a genotype alone.
+NETWORK_KINDS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
+_KIND_SETTINGS = {
+    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32),
+    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224),
+}
+
+
+def network_settings(kind, **overrides):
+  """init_channels, layers, num_classes and image_size of a `kind` network: the papers'
+  setting, with the overrides that are not None."""
+  if kind not in NETWORK_KINDS:
+    raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
+  return {**_KIND_SETTINGS[kind], **{k: v for k, v in overrides.items() if v is not None}}

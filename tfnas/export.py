@@ -26,7 +26,13 @@ from tfnas import genotype as genotype_lib
 from tfnas import ops
 from tfnas.errors import UserInputError
 
-NETWORK_KINDS = ("cifar", "imagenet")
+NETWORK_KINDS = tuple(eval_model.NETWORK_KINDS)
+# The mean and std tfnas.data normalizes CIFAR-10 with, and ImageNet's usual ones: an untrained
+# network of that kind normalizes with them.
+_KIND_NORMALIZATION = {
+    "cifar": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 
 SAVED_MODEL = "saved_model"
 GENOTYPE_FILE = "genotype.json"
@@ -41,9 +47,20 @@ def make_network(kind, genotype, init_channels, layers, num_classes, auxiliary=T
   """Returns an unbuilt NetworkCIFAR ('cifar') or NetworkImageNet ('imagenet')."""
   if kind not in NETWORK_KINDS:
     raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
-  cls = eval_model.NetworkCIFAR if kind == "cifar" else eval_model.NetworkImageNet
-  return cls(genotype, init_channels=init_channels, layers=layers, num_classes=num_classes,
+  return eval_model.NETWORK_KINDS[kind](genotype, init_channels=init_channels, layers=layers, num_classes=num_classes,
              auxiliary=auxiliary, drop_path=drop_path)
+
+
+def untrained_network(kind, genotype, auxiliary=None, **overrides):
+  """(network, mean, std, image_shape, settings): a random-weight `kind` network of the
+  genotype in the papers' setting (eval_model.network_settings) but for the overrides that
+  are not None, normalizing with that kind's dataset's mean and std."""
+  settings = eval_model.network_settings(kind, **overrides)
+  settings["auxiliary"] = True if auxiliary is None else auxiliary
+  network = make_network(kind, genotype, settings["init_channels"], settings["layers"],
+                         settings["num_classes"], auxiliary=settings["auxiliary"])
+  size = settings["image_size"]
+  return network, *_KIND_NORMALIZATION[kind], (size, size, _CHANNELS), settings
 
 
 def network_figures(network, genotype, image_shape):

@@ -21,15 +21,9 @@ from absl import flags  # noqa: E402
 from tfnas import cli  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
-# The network's own defaults: DARTS CIFAR and DARTS ImageNet mobile setting.
-_DEFAULTS = {
-    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32),
-    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224),
-}
-
 _GENOTYPE = flags.DEFINE_string("genotype", None, "A zoo name or a genotype JSON file.",
                                 required=True)
-_NETWORK = flags.DEFINE_enum("network", "cifar", list(_DEFAULTS),
+_NETWORK = flags.DEFINE_enum("network", "cifar", ["cifar", "imagenet"],
                              "cifar (3x3 stem) or imagenet (mobile setting, three stride-2 convs).")
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", None,
                                       "Channels of the first cells (default 36 / 48).",
@@ -52,11 +46,9 @@ def main(argv):
   g = zoo.resolve(_GENOTYPE.value)
   # Imported only now: a bad genotype fails before TensorFlow loads.
   from tfnas import eval_model  # pylint: disable=g-import-not-at-top
-  settings = dict(_DEFAULTS[_NETWORK.value])
-  for name, flag in (("init_channels", _INIT_CHANNELS), ("layers", _LAYERS),
-                     ("num_classes", _NUM_CLASSES), ("image_size", _IMAGE_SIZE)):
-    if flag.value is not None:
-      settings[name] = flag.value
+  settings = eval_model.network_settings(
+      _NETWORK.value, init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
+      num_classes=_NUM_CLASSES.value, image_size=_IMAGE_SIZE.value)
   size = settings.pop("image_size")
   print(json.dumps({"genotype": _GENOTYPE.value,
                     **eval_model.shape_figures(_NETWORK.value, g, (size, size),

@@ -23,16 +23,6 @@ from absl import flags  # noqa: E402
 from tfnas import cli  # noqa: E402
 from tfnas.errors import UserInputError  # noqa: E402
 
-# The untrained network's defaults: DARTS CIFAR and DARTS ImageNet mobile
-# setting, with the mean and std that tfnas.data normalizes these datasets with.
-_DEFAULTS = {
-    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32, auxiliary=True,
-                  mean=(0.49139968, 0.48215827, 0.44653124),
-                  std=(0.24703233, 0.24348505, 0.26158768)),
-    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224, auxiliary=True,
-                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-}
-
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
                                  "A tools/train.py model_dir: export its trained network.")
 _GENOTYPE = flags.DEFINE_string(
@@ -41,7 +31,7 @@ _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "Where saved_model/, genotype.json and describe.json go.",
     required=True)
 _NETWORK = flags.DEFINE_enum(
-    "network", None, list(_DEFAULTS),
+    "network", None, ["cifar", "imagenet"],
     "With --genotype: cifar (default; 3x3 stem) or imagenet (mobile setting).")
 _INIT_CHANNELS = flags.DEFINE_integer(
     "init_channels", None, "With --genotype: channels of the first cells (default 36 / 48).",
@@ -66,17 +56,12 @@ _SHAPE_FLAGS = (("network", _NETWORK), ("init_channels", _INIT_CHANNELS), ("laye
 def _untrained(export, g):
   """(network, mean, std, image_shape, what) of a random-weight network of g."""
   kind = _NETWORK.value or "cifar"
-  settings = dict(_DEFAULTS[kind])
-  for name, flag in _SHAPE_FLAGS[1:]:
-    if flag.value is not None:
-      settings[name] = flag.value
-  network = export.make_network(kind, g, settings["init_channels"], settings["layers"],
-                                settings["num_classes"], auxiliary=settings["auxiliary"])
-  size = settings["image_size"]
+  network, mean, std, image_shape, settings = export.untrained_network(
+      kind, g, **{name: flag.value for name, flag in _SHAPE_FLAGS[1:]})
   what = (f"untrained: random weights ({kind} network of {_GENOTYPE.value}, init_channels "
           f"{settings['init_channels']}, layers {settings['layers']}, "
           f"{settings['num_classes']} classes); its outputs mean nothing")
-  return network, settings["mean"], settings["std"], (size, size, 3), what
+  return network, mean, std, image_shape, what
 
 
 def main(argv):
