@@ -47,8 +47,9 @@ def make_network(kind, genotype, init_channels, layers, num_classes, auxiliary=T
   """Returns an unbuilt NetworkCIFAR ('cifar') or NetworkImageNet ('imagenet')."""
   if kind not in NETWORK_KINDS:
     raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
-  return eval_model.NETWORK_KINDS[kind](genotype, init_channels=init_channels, layers=layers, num_classes=num_classes,
-             auxiliary=auxiliary, drop_path=drop_path)
+  return eval_model.NETWORK_KINDS[kind](genotype, init_channels=init_channels, layers=layers,
+                                        num_classes=num_classes, auxiliary=auxiliary,
+                                        drop_path=drop_path)
 
 
 def untrained_network(kind, genotype, auxiliary=None, **overrides):
