@@ -26,15 +26,8 @@ from absl import logging
 import tensorflow as tf
 
 from tfnas.errors import RunError
+from tfnas.errors import first_line
 from tfnas.stopping import Stopped
-
-
-def _first_line(error):
-  """The error's first line, without TensorFlow's {{function_node ...}} and [Op:...] noise."""
-  lines = str(error).strip().splitlines()
-  line = lines[0] if lines else type(error).__name__
-  line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
-  return re.sub(r"\s*\[Op:\w+\]$", "", line)
 
 
 class Checkpointer:
@@ -106,7 +99,7 @@ class Checkpointer:
         self.checkpoint.restore(path).assert_existing_objects_matched()
       # The reader fails in many ways on a damaged file (OpError, IndexError, ...).
       except Exception as e:  # pylint: disable=broad-except
-        problems.append(_first_line(e))
+        problems.append(first_line(e))
         logging.warning("Checkpoint %s cannot be read (%s); trying the previous one", path,
                         problems[-1])
         continue
@@ -142,7 +135,7 @@ class Checkpointer:
     try:
       path = self.manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:
-      raise RunError(f"cannot write a checkpoint in {self.directory}: {_first_line(e)}") from None
+      raise RunError(f"cannot write a checkpoint in {self.directory}: {first_line(e)}") from None
     self._saved_step, self._saved_time = step, time.monotonic()
     self._mark_unsaved(False)
     return path

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfnas.errors import UserInputError
+from tfnas.errors import check_int
+from tfnas.errors import first_line
 
 # DARTS normalization constants (algorithms.md section 6; CIFAR-100 common).
 _CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
@@ -96,7 +98,7 @@ class DataConfig:
         not isinstance(self.image_size, int) or self.image_size < 1):
       raise UserInputError(f"image_size must be a positive integer, got "
                            f"{self.image_size!r}")
-    _check_int("seed", self.seed)
+    check_int("seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -176,7 +178,7 @@ def load_search_data(cfg: DataConfig) -> SearchData:
 
 def steps_per_epoch(data: SearchData, global_batch_size: int) -> int:
   """Steps per epoch: the smaller split in whole global batches."""
-  _check_int("global_batch_size", global_batch_size, minimum=1)
+  check_int("global_batch_size", global_batch_size, minimum=1)
   n_train, n_val = len(data.train), len(data.val)
   steps = min(n_train, n_val) // global_batch_size
   if steps == 0:
@@ -217,13 +219,13 @@ def batches(images: ImageSet, mean, std, *, global_batch_size: int, seed: int,
   that side around a random pixel (clipped at the border) after normalization,
   as the original evaluation training does.
   """
-  _check_int("global_batch_size", global_batch_size, minimum=1)
-  _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
-  _check_int("epochs", epochs, minimum=1)
-  _check_int("seed", seed)
-  _check_int("stream", stream)
+  check_int("global_batch_size", global_batch_size, minimum=1)
+  check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+  check_int("epochs", epochs, minimum=1)
+  check_int("seed", seed)
+  check_int("stream", stream)
   total_steps = epochs * steps_per_epoch
-  _check_int("start_step", start_step, minimum=0)
+  check_int("start_step", start_step, minimum=0)
   if start_step > total_steps:
     raise UserInputError(f"start_step {start_step} is past the end of the run "
                          f"({epochs} epochs x {steps_per_epoch} steps)")
@@ -311,7 +313,7 @@ def _cutout(x, key, length, height, width):
 
 def evaluation_batches(images: ImageSet, mean, std, batch_size: int) -> tf.data.Dataset:
   """Every image once, in order, normalized, no augmentation; the last batch may be short."""
-  _check_int("batch_size", batch_size, minimum=1)
+  check_int("batch_size", batch_size, minimum=1)
   mean = tf.constant(_channel_triple("mean", mean))
   std = tf.constant(_channel_triple("std", std))
   ds = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).batch(batch_size)
@@ -389,7 +391,7 @@ def _read_image(path, size):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                expand_animations=False)
   except (tf.errors.OpError, ValueError) as e:
-    raise UserInputError(f"cannot read image {path}: {_short(e)}") from None
+    raise UserInputError(f"cannot read image {path}: {first_line(e, limit=200)}") from None
   if image.shape[0] != size or image.shape[1] != size:
     # Squash to a square (no aspect-preserving crop), like Keras' loaders.
     image = tf.image.resize(image, [size, size], antialias=True)
@@ -413,7 +415,7 @@ def _load_tfds(cfg):
           f"unknown dataset '{name}': not a TFDS dataset name, 'digits', or "
           "a folder of images") from None
     raise UserInputError(f"cannot open TFDS dataset '{name}': "
-                         f"{_short(e)}") from None
+                         f"{first_line(e, limit=200)}") from None
 
   if not builder.is_prepared():
     _prepare(builder, cfg, tfds)
@@ -465,7 +467,7 @@ def _prepare(builder, cfg, tfds):
       try:
         builder.download_and_prepare()
       except Exception as e:  # pylint: disable=broad-except
-        reason = _short(e, limit=160)
+        reason = first_line(e, limit=160)
   if reason is not None:
     name = cfg.dataset
     raise UserInputError(
@@ -520,7 +522,7 @@ def _read_tfds_split(builder, split, tfds):
       size = splits[split].num_examples
     except (ValueError, KeyError, NotImplementedError, AssertionError) as e:
       raise UserInputError(
-          f"bad split '{split}' for {name} ({_short(e)}); available splits: "
+          f"bad split '{split}' for {name} ({first_line(e, limit=200)}); available splits: "
           f"{', '.join(sorted(splits.keys()))}") from None
     if size == 0:
       raise UserInputError(f"split '{split}' of {name} is empty")
@@ -531,7 +533,7 @@ def _read_tfds_split(builder, split, tfds):
     chunks = list(ds.batch(4096).as_numpy_iterator())
   except (tf.errors.OpError, ValueError, OSError) as e:
     raise UserInputError(f"cannot read split '{split}' of {name} from "
-                         f"{builder.data_dir}: {_short(e)}") from None
+                         f"{builder.data_dir}: {first_line(e, limit=200)}") from None
   if not chunks:
     raise UserInputError(f"split '{split}' of {name} is empty")
   images = np.concatenate([c[0] for c in chunks]).astype(np.uint8)
@@ -707,17 +709,3 @@ def _channel_triple(what, values):
     raise UserInputError(f"{what} must be 3 numbers (one per channel), got "
                          f"{values!r}")
   return triple
-
-
-def _check_int(what, value, minimum=None):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise UserInputError(f"{what} must be an integer, got {value!r}")
-  if minimum is not None and value < minimum:
-    raise UserInputError(f"{what} must be at least {minimum}, got {value}")
-
-
-def _short(error, limit=200):
-  """The first line of an error message, shortened."""
-  text = getattr(error, "message", None) or str(error) or type(error).__name__
-  line = next((l.strip() for l in text.splitlines() if l.strip()), text)
-  return line if len(line) <= limit else line[:limit - 3] + "..."

@@ -5,6 +5,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record
 
 from tfnas.errors import UserInputError
+from tfnas.errors import first_line
 
 STRATEGIES = ("auto", "mirrored", "one_device", "cpu", "multi_worker", "tpu")
 
@@ -79,7 +80,7 @@ def get_strategy(name="auto", tpu_address=None):
       tf.config.experimental_connect_to_cluster(resolver)
       tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
-      raise UserInputError(f"no TPU found ({str(e).splitlines()[0]})") from None
+      raise UserInputError(f"no TPU found ({first_line(e)})") from None
     return tf.distribute.TPUStrategy(resolver)
   if len(devices) == 1:
     return tf.distribute.OneDeviceStrategy(devices[0])

@@ -15,7 +15,6 @@ params.json and the latest checkpoint in model_dir/checkpoints.
 import gc
 import logging
 import math
-import numbers
 import os
 
 import tensorflow as tf
@@ -25,6 +24,7 @@ from tfnas import files
 from tfnas import genotype as genotype_lib
 from tfnas import ops
 from tfnas.errors import UserInputError
+from tfnas.errors import is_int
 
 NETWORK_KINDS = tuple(eval_model.NETWORK_KINDS)
 # The mean and std tfnas.data normalizes CIFAR-10 with, and ImageNet's usual ones: an untrained
@@ -270,7 +270,7 @@ def _check_network_settings(settings):
     raise UserInputError(
         f"network.kind must be one of {', '.join(NETWORK_KINDS)}, got {settings['kind']!r}")
   for key in ("init_channels", "layers", "num_classes"):
-    if not _is_int(settings[key]):
+    if not is_int(settings[key]):
       raise UserInputError(f"network.{key} must be an integer, got {settings[key]!r}")
   if not isinstance(settings["auxiliary"], bool):
     raise UserInputError(f"network.auxiliary must be true or false, got {settings['auxiliary']!r}")
@@ -289,7 +289,7 @@ def _check_network_settings(settings):
 def _check_image_shape(image_shape, what="image_shape"):
   """(H, W, 3) as a tuple of ints."""
   if (not isinstance(image_shape, (list, tuple)) or len(image_shape) != 3
-      or not all(_is_int(d) and d > 0 for d in image_shape) or image_shape[2] != _CHANNELS):
+      or not all(is_int(d) and d > 0 for d in image_shape) or image_shape[2] != _CHANNELS):
     raise UserInputError(
         f"{what} must be [height, width, {_CHANNELS}] with positive integers, got "
         f"{image_shape!r}")
@@ -306,7 +306,3 @@ def _check_channel_values(what, values):
       or any(isinstance(v, bool) for v in values)):
     raise UserInputError(f"{what} must be {_CHANNELS} finite numbers, got {values!r}")
   return out
-
-
-def _is_int(x):
-  return isinstance(x, numbers.Integral) and not isinstance(x, bool)

@@ -13,6 +13,7 @@ import numpy as np
 
 from tfnas import files
 from tfnas.errors import UserInputError
+from tfnas.errors import is_int
 from tfnas.op_table import OP_NAMES
 
 # The DARTS search space's ops (any of OP_NAMES may be searched). Column order
@@ -104,7 +105,7 @@ def from_json(obj, primitives=OP_NAMES):
     raise UserInputError(
         f'genotype must be a JSON object, got {type(obj).__name__}')
   steps = obj.get('steps')
-  if steps is not None and (not _is_int(steps) or steps < 1):
+  if steps is not None and (not is_int(steps) or steps < 1):
     raise UserInputError(
         f"genotype 'steps' must be a positive integer, got {steps!r}")
   cells = {}
@@ -161,7 +162,7 @@ def _parse_entries(cell, value, primitives):
     if op not in primitives:
       raise UserInputError(
           f"{where}: unknown op '{op}'; allowed: {', '.join(primitives)}")
-    if not _is_int(to) or not _is_int(frm):
+    if not is_int(to) or not is_int(frm):
       raise UserInputError(f'{where}: nodes must be integers, got {item!r}')
     if to < 2:
       raise UserInputError(
@@ -194,7 +195,7 @@ def _parse_concat(key, value, entries):
         f'{type(value).__name__}')
   existing = {to for _, to, _ in entries}
   for n in value:
-    if not _is_int(n):
+    if not is_int(n):
       raise UserInputError(f"genotype '{key}': {n!r} is not a node number")
     if n not in existing:
       raise UserInputError(
@@ -361,12 +362,8 @@ def count_ops(g):
   return out
 
 
-def _is_int(x):
-  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def _check_steps(steps):
-  if not _is_int(steps) or steps < 1:
+  if not is_int(steps) or steps < 1:
     raise UserInputError(f'steps must be a positive integer, got {steps!r}')
 
 

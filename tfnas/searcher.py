@@ -42,6 +42,7 @@ from tfnas import stopping
 from tfnas import training
 from tfnas.errors import RunError
 from tfnas.errors import UserInputError
+from tfnas.errors import first_line
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -510,7 +511,7 @@ def _flush(writers):
     for w in writers.values():
       w.flush()
   except (OSError, tf.errors.OpError) as e:
-    raise RunError(f"cannot write TensorBoard events: {str(e).splitlines()[0]}") from None
+    raise RunError(f"cannot write TensorBoard events: {first_line(e)}") from None
 
 
 def _write_step_summaries(writers, totals, searcher, step):

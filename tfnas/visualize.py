@@ -11,6 +11,7 @@ import graphviz
 
 from tfnas import genotype as genotype_lib
 from tfnas.errors import UserInputError
+from tfnas.errors import first_line
 
 _CELLS = ('normal', 'reduce')
 _INPUTS = ('c_{k-2}', 'c_{k-1}')  # Nodes 0 and 1.
@@ -185,16 +186,9 @@ def render(graph, path_stem, formats=('png',)):
       raise UserInputError(_DOT_MISSING) from None
     except graphviz.CalledProcessError as e:
       # E.g. a format this build of dot lacks a plugin for.
-      detail = _first_line(e.stderr) or f'exit status {e.returncode}'
+      detail = first_line(e.stderr) or f'exit status {e.returncode}'
       raise UserInputError(f'dot could not write {out}: {detail}') from None
     except OSError as e:
       raise UserInputError(f'cannot write {out}: {e.strerror}') from None
     written.append(out)
   return written
-
-
-def _first_line(stderr):
-  if isinstance(stderr, bytes):
-    stderr = stderr.decode('utf-8', 'replace')
-  lines = (stderr or '').strip().splitlines()
-  return lines[0].strip() if lines else ''
