@@ -7,9 +7,10 @@ from tfnas import genotype
 from tfnas import zoo
 from tfnas.errors import UserInputError
 
-# (normal, reduce) skip_connect counts: the reference table (algorithms.md
-# 5.1), which agrees with the literal genotypes; PDARTS counted from its
-# literal genotype.
+# (normal, reduce) skip_connect counts as the originals' READMEs tabulate them
+# (quark0/darts, FairDARTS, NoisyDARTS, PC-DARTS), which agree with the literal
+# genotypes of darts' cnn/genotypes.py and FairDARTS' fairdarts/genotypes.py;
+# PDARTS counted from its literal genotype.
 _SKIPS = {
     'DARTS_V1': (3, 3),
     'DARTS_V2': (2, 3),

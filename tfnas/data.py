@@ -26,7 +26,8 @@ from tfnas.errors import UserInputError
 from tfnas.errors import check_int
 from tfnas.errors import first_line
 
-# DARTS normalization constants (algorithms.md section 6; CIFAR-100 common).
+# CIFAR-10: the mean and std of quark0/darts' cnn/utils.py (_data_transforms_cifar10);
+# CIFAR-100: the values in common use.
 _CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 _CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
 _CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
