@@ -550,6 +550,7 @@ def test_tfds_split_errors(gray_dir):
   unset = load(train_split=None, val_split=None)
   assert (len(unset.train), len(unset.val)) == (30, 7)
   assert (unset.train_split, unset.val_split) == ("train", "test")
+  assert unset.test is unset.val  # the name retraining reads it by
 
 
 def test_own_slicing_matches_tfds(gray_dir):

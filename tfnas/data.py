@@ -131,8 +131,11 @@ class ImageSet:
 class SearchData:
   """Both halves of the search data plus what the model needs to know.
 
-  mean and std are per channel in [0, 1] units; train_split and val_split
-  are the split strings used (DataConfig's, or the defaults it left unset).
+  `val` is the half that trains the architecture in a search; in retraining
+  (tfnas.trainer) the same field holds the held-out split tested every epoch,
+  which reads better as `test`. mean and std are per channel in [0, 1] units;
+  train_split and val_split are the split strings used (DataConfig's, or the
+  defaults it left unset).
   """
   name: str
   train: ImageSet
@@ -144,6 +147,11 @@ class SearchData:
   augment: bool
   train_split: str = ""
   val_split: str = ""
+
+  @property
+  def test(self):
+    """`val` under the name retraining gives it: the held-out split it tests on."""
+    return self.val
 
 
 def load_search_data(cfg: DataConfig) -> SearchData:

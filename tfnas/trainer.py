@@ -90,12 +90,12 @@ def auto_drop_path(name_or_path, genotype):
 def _evaluate(eval_step, strategy, data, batch_size):
   """Test loss and accuracy in inference mode over the whole split."""
   total_loss = total_correct = 0.0
-  dataset = data_lib.evaluation_batches(data.val, data.mean, data.std, batch_size)
+  dataset = data_lib.evaluation_batches(data.test, data.mean, data.std, batch_size)
   for x, y in distribute.input_iterator(dataset, strategy):
     loss, right = strategy.run(eval_step, args=(x, y))
     total_loss += float(strategy.reduce("SUM", loss, axis=None))
     total_correct += float(strategy.reduce("SUM", right, axis=None))
-  return total_loss / len(data.val), total_correct / len(data.val)
+  return total_loss / len(data.test), total_correct / len(data.test)
 
 
 _RESUMABLE = {("train", "epochs"), ("train", "log_every_steps"), ("train", "max_checkpoints"),
@@ -137,7 +137,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
             "train": dataclasses.asdict(config), "data": dataclasses.asdict(data_config),
             "derived": {"num_replicas": n, "steps_per_epoch": steps_per_epoch,
                         "train_split": data.train_split, "test_split": data.val_split,
-                        "train_examples": len(data.train), "test_examples": len(data.val),
+                        "train_examples": len(data.train), "test_examples": len(data.test),
                         "tensorflow": tf.__version__, "keras": keras.__version__}}
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
