@@ -52,7 +52,7 @@ def full_counts():
   """Full-size CIFAR networks' {name: (params, params_with_aux, macs)}, from the shapes."""
   out = {}
   for name in ORIGINAL:
-    f = eval_model.shape_figures("cifar", zoo.get(name), (32, 32), 36, 20, 10)
+    f = eval_model.counts_from_shapes("cifar", zoo.get(name), (32, 32), 36, 20, 10)
     out[name] = (f["params"], f["params_with_aux"], f["macs"])
   return out
 
@@ -60,10 +60,10 @@ def full_counts():
 @pytest.mark.parametrize("network,size,auxiliary", [
     (eval_model.NetworkCIFAR, 32, True), (eval_model.NetworkCIFAR, 16, False),
     (eval_model.NetworkImageNet, 224, True)])
-def test_shape_figures_are_the_built_networks_counts(network, size, auxiliary):
+def test_counts_from_shapes_are_the_built_networks_counts(network, size, auxiliary):
   """The arithmetic the tools print against the Keras model's own weights and convs."""
   model = network(ALL_OPS, init_channels=4, layers=3, num_classes=10, auxiliary=auxiliary)
-  counted = eval_model.figures(model, ALL_OPS, (size, size))  # before the build: shapes only
+  counted = eval_model.network_counts(model, ALL_OPS, (size, size))  # before the build: shapes only
   macs = eval_model.count_macs(model, (size, size))
   expected = {"params": eval_model.count_params(model, include_aux=False),
               "macs": macs, "ops": eval_model.built_op_counts(ALL_OPS)}
@@ -254,8 +254,8 @@ def test_describe_small_images_without_the_auxiliary_head():
   out = json.loads(result.stdout)
   assert "params_with_aux" not in out and out["params"] > 0 and out["macs"] > 0
   network = eval_model.NetworkCIFAR(zoo.get("DARTS_V2"), 4, 3, auxiliary=False)
-  assert out == {"genotype": "DARTS_V2", **eval_model.figures(network, zoo.get("DARTS_V2"),
-                                                               (8, 8))}
+  assert out == {"genotype": "DARTS_V2",
+                 **eval_model.network_counts(network, zoo.get("DARTS_V2"), (8, 8))}
 
 
 def test_describe_bad_genotype_is_one_error_line():

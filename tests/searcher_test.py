@@ -443,12 +443,12 @@ def test_bad_settings_are_refused(tmp_path):
                       _two_cpus(), (8, 8, 3))
 
 
-def test_derived_network_figures_for_the_closing_summary():
-  figures = searcher.derived_network_figures(zoo.get("DARTS_V2"), 10, (32, 32, 3))
-  assert (figures["params"], figures["params_with_aux"], figures["macs"]) == (
+def test_derived_network_counts_for_the_closing_summary():
+  counts = searcher.derived_network_counts(zoo.get("DARTS_V2"), 10, (32, 32, 3))
+  assert (counts["params"], counts["params_with_aux"], counts["macs"]) == (
       3_349_342, 3_825_768, 528_359_040)  # the published network's counts
-  small = searcher.derived_network_figures(zoo.get("DARTS_V2"), 10, (8, 8, 3))
+  small = searcher.derived_network_counts(zoo.get("DARTS_V2"), 10, (8, 8, 3))
   assert small["params"] == 3_349_342 and "params_with_aux" not in small  # no room for aux
   empty = genotype_lib.from_json({"normal": [], "normal_concat": [], "reduce": [],
                                   "reduce_concat": []})
-  assert "no existing node" in searcher.derived_network_figures(empty, 10, (32, 32, 3))["error"]
+  assert "no existing node" in searcher.derived_network_counts(empty, 10, (32, 32, 3))["error"]

@@ -397,14 +397,14 @@ def built_op_counts(genotype):
   return out
 
 
-def figures(network, genotype, image_shape):
+def network_counts(network, genotype, image_shape):
   """What describe.py prints and export.py stores: params, params_with_aux, macs, ops.
 
-  Counted from the shapes (shape_figures) with `network`'s settings; nothing is built.
+  Counted from the shapes (counts_from_shapes) with `network`'s settings; nothing is built.
   """
-  return shape_figures(network.KIND, genotype, image_shape, network.init_channels,
-                       len(network.cells), network.num_classes,
-                       network.auxiliary_head is not None, network.stem_multiplier)
+  return counts_from_shapes(network.KIND, genotype, image_shape, network.init_channels,
+                            len(network.cells), network.num_classes,
+                            network.auxiliary_head is not None, network.stem_multiplier)
 
 
 # The counts by shape arithmetic: what count_params and count_macs give for the built
@@ -477,8 +477,8 @@ def _aux_counts(kind, c, num_classes, size):
           + features * num_classes + num_classes)
 
 
-def shape_figures(kind, genotype, image_shape, init_channels, layers, num_classes,
-                  auxiliary=True, stem_multiplier=3):
+def counts_from_shapes(kind, genotype, image_shape, init_channels, layers, num_classes,
+                       auxiliary=True, stem_multiplier=3):
   """params, params_with_aux (with the head), macs (as count_params and count_macs) and ops of the
   evaluation network of this kind ('cifar' or 'imagenet') and settings, from shapes only.
 

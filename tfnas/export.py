@@ -7,7 +7,7 @@ An export directory holds:
                  normalization is inside, so clients need neither tfnas nor
                  the training mean and std;
   genotype.json  the cells (tfnas.genotype.save);
-  describe.json  params, params_with_aux, macs and ops (eval_model.figures).
+  describe.json  params, params_with_aux, macs and ops (eval_model.network_counts).
 
 load_trained() rebuilds a network from a tools/train.py model_dir: its
 params.json and the latest checkpoint in model_dir/checkpoints.
@@ -64,12 +64,12 @@ def untrained_network(kind, genotype, auxiliary=None, **overrides):
   return network, *_KIND_NORMALIZATION[kind], (size, size, _CHANNELS), settings
 
 
-def network_figures(network, genotype, image_shape):
-  """The figures tools/describe.py prints: params, params_with_aux, macs, ops.
+def network_counts(network, genotype, image_shape):
+  """The counts tools/describe.py prints: params, params_with_aux, macs, ops.
 
-  eval_model.figures with image_shape checked (from shapes: nothing is built).
+  eval_model.network_counts with image_shape checked (from shapes: nothing is built).
   """
-  return eval_model.figures(network, genotype, _check_image_shape(image_shape))
+  return eval_model.network_counts(network, genotype, _check_image_shape(image_shape))
 
 
 class _ServingModule(tf.Module):
@@ -125,13 +125,13 @@ def check_export_dir(export_dir):
 def export(network, mean, std, image_shape, export_dir, genotype, describe=None):
   """Writes saved_model/, genotype.json and describe.json into export_dir.
 
-  describe: the figures to write; None computes them with network_figures.
+  describe: the counts to write; None computes them with network_counts.
   Returns {"saved_model", "genotype", "describe": paths, "signature": text}.
   """
   check_export_dir(export_dir)
   module = serving_module(network, mean, std, image_shape)
   if describe is None:
-    describe = network_figures(network, genotype, image_shape)
+    describe = network_counts(network, genotype, image_shape)
   try:
     os.makedirs(export_dir, exist_ok=True)
   except OSError as e:

@@ -428,22 +428,22 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
                       files, undecided)
 
 
-def derived_network_figures(genotype, num_classes, image_shape, init_channels=36, layers=20):
+def derived_network_counts(genotype, num_classes, image_shape, init_channels=36, layers=20):
   """Params and MACs of the genotype's evaluation network (DARTS CIFAR: C=36, 20 cells).
 
-  Returns eval_model.figures' dict (without params_with_aux when the images are too small
+  Returns eval_model.network_counts' dict (without params_with_aux when the images are too small
   for the auxiliary head), or {"error": why} when the genotype builds no network (e.g. a
   Fair DARTS genotype with no edge over the threshold).
   """
   error = None
   for auxiliary in (True, False):
     try:
-      figures = eval_model.shape_figures("cifar", genotype, image_shape, init_channels, layers,
-                                         num_classes, auxiliary)
+      counts = eval_model.counts_from_shapes("cifar", genotype, image_shape, init_channels,
+                                             layers, num_classes, auxiliary)
     except UserInputError as e:
       error = error or str(e)
       continue
-    return figures
+    return counts
   return {"error": error}
 
 

@@ -51,7 +51,7 @@ def main(argv):
       num_classes=_NUM_CLASSES.value, image_size=_IMAGE_SIZE.value)
   size = settings.pop("image_size")
   print(json.dumps({"genotype": _GENOTYPE.value,
-                    **eval_model.shape_figures(_NETWORK.value, g, (size, size),
+                    **eval_model.counts_from_shapes(_NETWORK.value, g, (size, size),
                                                 auxiliary=_AUXILIARY.value, **settings)}))
 
 

@@ -177,16 +177,16 @@ def main(argv):
     low, high = summaries.UNDECIDED
     print(f"undecided weights: {result.undecided_fraction:.2f} (the share of sigmoid weights "
           f"between {low} and {high})")
-  figures = searcher.derived_network_figures(result.genotype, space.num_classes,
+  counts = searcher.derived_network_counts(result.genotype, space.num_classes,
                                              data.image_shape)
   h, w = data.image_shape[:2]
-  if "error" in figures:
-    print(f"derived network: none ({figures['error']})")
+  if "error" in counts:
+    print(f"derived network: none ({counts['error']})")
   else:
-    aux = figures.get("params_with_aux")
+    aux = counts.get("params_with_aux")
     aux = "" if aux is None else f" ({aux:,} with the auxiliary head)"
-    print(f"derived network (C=36, 20 cells, {h}x{w} images): {figures['params']:,} params"
-          f"{aux}, {figures['macs']:,} MACs")
+    print(f"derived network (C=36, 20 cells, {h}x{w} images): {counts['params']:,} params"
+          f"{aux}, {counts['macs']:,} MACs")
   print(f"wall time: {progress.format_duration(time.perf_counter() - START)}")
   for name, path in result.files.items():
     print(f"{name}: {path}")
