@@ -11,8 +11,9 @@ from absl import flags
 STRATEGIES = ("auto", "mirrored", "one_device", "cpu", "multi_worker", "tpu")
 
 
-def model_dir(help_text="Where the run's files go; resumes from it.", **kwargs):
-  return flags.DEFINE_string("model_dir", None, help_text, **kwargs)
+def model_dir():
+  """--model_dir of the tools that run (search, train)."""
+  return flags.DEFINE_string("model_dir", None, "Where the run's files go; resumes from it.")
 
 
 def distribution(strategies=STRATEGIES):
