@@ -53,6 +53,26 @@ def test_search_help_lists_the_flags_in_the_readme_groups():
   assert "other" not in flags_in  # every flag of the tool is in a group
 
 
+def _flag_help(out):
+  """{flag name: its help paragraph, without the default line} of a --help output."""
+  found = re.findall(r"^  --(?:\[no\])?(\w+):(.*?)(?=^  --|^\S|\Z)", out, re.M | re.S)
+  return {name: re.sub(r"\(default: .*?\)", "", text).split() for name, text in found}
+
+
+def test_the_flags_tools_share_are_the_same_flags():
+  # Defined once (tools/flags_common.py): the same help in every tool that takes them.
+  search, train, benchmark = (_flag_help(run_tool(t, "--help").stdout)
+                              for t in ("search.py", "train.py", "benchmark.py"))
+  shared = ("dataset", "tfds_data_dir", "download", "image_size", "seed", "deterministic",
+            "model_dir", "distribution_strategy", "cpu_devices", "tpu", "graph_optimizer",
+            "checkpoint_every_steps", "checkpoint_every_secs")
+  assert {n: search[n] for n in shared} == {n: train[n] for n in shared}
+  step = ("cpu_devices", "graph_optimizer", "precision", "jit_compile")
+  assert {n: search[n] for n in step} == {n: benchmark[n] for n in step}
+  train_groups = re.findall(r"^(\S[^\n]*):$", run_tool("train.py", "--help").stdout, re.M)
+  assert train_groups == ["run", "data", "network", "optimization", "runtime", "every tool"]
+
+
 def test_describe_prints_no_tensorflow_line():
   result = run_tool("describe.py", "--genotype=DARTS_V2")
   assert result.returncode == 0, result.stderr
