@@ -4,6 +4,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfnas import distribute
 from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
@@ -32,7 +33,7 @@ class SearchSpace:
   @property
   def reduction_cells(self):
     """Indices of the reduction cells: 1/3 and 2/3 of the depth."""
-    return sorted({self.layers // 3, 2 * self.layers // 3})
+    return eval_model.reduction_cells(self.layers)
 
   @property
   def num_edges(self):
@@ -45,15 +46,6 @@ class SearchSpace:
       raise UserInputError(
           f"images of {height}x{width} do not fit {len(self.reduction_cells)} reductions: "
           f"height and width must be multiples of {factor}")
-
-
-def _fold(seed, value):
-  return None if seed is None else tf.random.experimental.stateless_fold_in(seed, value)
-
-
-def _replica_id():
-  ctx = tf.distribute.get_replica_context()
-  return 0 if ctx is None else ctx.replica_id_in_sync_group
 
 
 @tf.custom_gradient
@@ -188,7 +180,8 @@ class EdgeGroup(ops.Block):
       if noisy:
         y = methods_lib.add_noise(y, self.noise, seed, noise_scale, edge_axis=3)
       if dropped:  # after the noise, as the original
-        y = eval_model.drop_path(y, self.skip_drop_prob, _fold(seed, 1), edge_axis=3)
+        y = eval_model.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1),
+                                 edge_axis=3)
       terms.append(_edge_weighted(y, tf.cast(columns[i], y.dtype)))  # [B, H', W', edges, C]
     for (_, dilation), ys in phased.items():
       terms.append(self._split_edges(
@@ -203,10 +196,7 @@ class EdgeGroup(ops.Block):
 
   def _per_edge(self, y, seed):
     """y with one copy per edge, and a seed of its own draws on this replica."""
-    y = y + tf.zeros([self.edges, self.c], y.dtype)
-    if seed is None:  # no seed given: a fresh stateful draw
-      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    return y, _fold(seed, _replica_id())
+    return y + tf.zeros([self.edges, self.c], y.dtype), distribute.replica_seed(seed)
 
 
 class SearchCell(ops.Block):
@@ -245,7 +235,7 @@ class SearchCell(ops.Block):
       if s >= 2:  # every edge into node s has run
         states.append(tf.add_n(incoming.pop(s)))
       y = group(states[s], group_weights[s], training=training,
-                noise_seed=_fold(noise_seed, s), noise_scale=noise_scale)
+                noise_seed=distribute.fold_seed(noise_seed, s), noise_scale=noise_scale)
       for e, out in zip(edge_ids, tf.unstack(y, axis=3)):
         incoming[self.edges[e][0]].append(out)
     states.append(tf.add_n(incoming.pop(1 + self.steps)))
@@ -319,7 +309,8 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
     s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
     for i, cell in enumerate(self.cells):
       w = w_reduce if cell.reduction else w_normal
-      s0, s1 = s1, cell(s0, s1, w, training=training, noise_seed=_fold(noise_seed, i),
+      s0, s1 = s1, cell(s0, s1, w, training=training,
+                        noise_seed=distribute.fold_seed(noise_seed, i),
                         noise_scale=self.noise_scale)
     # Float32 logits under a mixed-precision policy: the loss is computed in float32.
     return tf.cast(self.classifier(tf.reduce_mean(s1, axis=[1, 2])), tf.float32)
