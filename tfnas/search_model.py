@@ -1,4 +1,5 @@
-"""The DARTS search network: mixed ops, search cells, and the network with its alphas."""
+"""The DARTS search network: mixed ops (MixedOp as the paper writes it, EdgeGroup as the
+search runs it), search cells, and the network with its alphas."""
 import dataclasses
 
 import keras
@@ -48,6 +49,48 @@ class SearchSpace:
           f"height and width must be multiples of {factor}")
 
 
+class MixedOp(ops.Block):
+  """One edge of the search cell as the DARTS paper writes it (eq. 2):
+
+      o_mixed(x) = sum_k f(alpha_k) * o_k(x)
+
+  over the candidate ops o_k, with f = softmax over the edge's alphas (DARTS, Noisy
+  DARTS) or a sigmoid of each alpha (Fair DARTS). call(x, weights) takes the edge's
+  f(alpha) (methods.relax), one weight per op. Each candidate is its own layer from
+  the op table (ops.make_op, as the search builds them: BN without affine parameters,
+  a BN after each pool); 'none' is o_k(x) = 0. In training, skip_connect's output
+  gets Noisy DARTS' noise (methods.add_noise, if `noise`) and then drop-path
+  (eval_model.drop_path with skip_drop_prob) before its weight, as the original:
+  w_skip * drop_path(noise(o_skip(x))).
+
+  The readable reference, not the fast path: EdgeGroup computes the same for all the
+  edges that leave one state at once, and the search network runs that;
+  tests/search_model_test.py checks that the two agree (outputs, gradients, running
+  statistics, and the noise and drop-path draws of an edge).
+  """
+
+  def __init__(self, primitives, c, stride, noise=None, synchronized=False, skip_drop_prob=0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.primitives, self.noise, self.skip_drop_prob = tuple(primitives), noise, skip_drop_prob
+    self.candidates = [ops.make_op(name, c, stride, affine=False, search=True,
+                                   synchronized=synchronized) for name in self.primitives]
+
+  def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
+    """x: [B, H, W, C]; weights: [ops]. noise_seed: the stateless seed of the skip's draws."""
+    out = 0.0
+    for k, (name, op) in enumerate(zip(self.primitives, self.candidates)):
+      y = op(x, training=training)
+      if name == "skip_connect" and training and (self.noise is not None or self.skip_drop_prob):
+        seed = distribute.replica_seed(noise_seed)
+        if self.noise is not None:
+          y = methods_lib.add_noise(y, self.noise, seed, noise_scale)
+        if self.skip_drop_prob > 0:
+          y = eval_model.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1))
+      out += tf.cast(weights[k], y.dtype) * y
+    return out
+
+
 @tf.custom_gradient
 def _edge_weighted(y, w):
   """y * w for y [B, H, W, edges or 1, C] and w [edges, 1], with a faster gradient.
@@ -71,7 +114,7 @@ class EdgeGroup(ops.Block):
   """The mixed ops of every edge that leaves one state of a cell, computed together.
 
   Each edge's output is the sum of every candidate op on the input, weighted by
-  the edge's architecture weights (the original MixedOp). The edges that share
+  the edge's architecture weights (MixedOp, the paper's form). The edges that share
   an input apply the same ops to it with their own parameters, and batch norm
   and depthwise convolutions act per channel, so one op over `edges` edges is
   one op over edges * C channels: the rectified input tiled edge-major, the 1x1
@@ -80,7 +123,7 @@ class EdgeGroup(ops.Block):
   once. An op with parameters per edge ends in an affine-free batch norm, which
   multiplies each edge's channels by that edge's weight (no separate multiply,
   and its output need not be kept for the weight's gradient). The outputs equal
-  separate mixed ops' (tests/search_model_test.py), from a graph a fraction of
+  separate MixedOps' (tests/search_model_test.py), from a graph a fraction of
   the size. 'none' contributes zero and is not computed; its weight still takes
   part in the softmax. In training, skip_connect's output gets the method's noise
   and then its drop-path (skip_drop_prob), each edge its own, before its weight.
