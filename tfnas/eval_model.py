@@ -65,6 +65,22 @@ def reduction_cells(layers):
   return sorted({layers // 3, 2 * layers // 3})
 
 
+def edge_stride(reduction, src):
+  """An edge's stride: 2 from a cell input (node 0 or 1) of a reduction cell, else 1."""
+  return 2 if reduction and src < 2 else 1
+
+
+def cell_preprocessing(c, reduction_prev, affine, synchronized=False):
+  """The layers that bring a cell's two inputs (s0, s1) to C channels at s1's size: a 1x1
+  ReLUConvBN each, FactorizedReduce for s0 when the previous cell reduced (the search and
+  the evaluation cells alike)."""
+  if reduction_prev:
+    pre0 = ops.FactorizedReduce(c, affine, synchronized)
+  else:
+    pre0 = ops.ReLUConvBN(c, 1, 1, 0, affine, synchronized)
+  return pre0, ops.ReLUConvBN(c, 1, 1, 0, affine, synchronized)
+
+
 def drop_path(x, drop_prob, seed=None, edge_axis=None):
   """Zeroes whole samples with probability drop_prob and scales the rest by 1/keep.
 
@@ -103,12 +119,8 @@ class EvalCell(ops.Block):
     self.nodes, self.entries, self.concat = cell_structure(genotype_cell_entries, concat,
                                                            reduction)
     self.multiplier = len(self.concat)
-    if reduction_prev:
-      self.preprocess0 = ops.FactorizedReduce(c, affine=True)
-    else:
-      self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, affine=True)
-    self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, affine=True)
-    self.edge_ops = [ops.make_op(op, c, 2 if reduction and src < 2 else 1, affine=True)
+    self.preprocess0, self.preprocess1 = cell_preprocessing(c, reduction_prev, affine=True)
+    self.edge_ops = [ops.make_op(op, c, edge_stride(reduction, src), affine=True)
                      for op, _, src in self.entries]
 
   def call(self, s0, s1, training=False, drop_prob=0.0, seed=None):
@@ -164,9 +176,7 @@ class AuxiliaryHead(ops.Block):
       self.bn2.build((None, h - 1, w - 1, 768))
     # 768 features at the standard sizes (1x1 after the 2x2 conv); more when larger.
     features = (h - 1) * (w - 1) * 768
-    self.classifier = keras.layers.Dense(
-        self.num_classes, kernel_initializer=ops.torch_uniform(features),
-        bias_initializer=ops.torch_uniform(features))
+    self.classifier = ops.torch_dense(self.num_classes, features)
     self.classifier.build((None, features))
 
   def call(self, x, training=False):
@@ -199,12 +209,6 @@ def _check_image_size(kind, layers, auxiliary, height, width):
       raise UserInputError(
           f"image size {height}x{width} is too small for the auxiliary head: it needs at "
           f"least {least}x{least}; leave the head out with --noauxiliary")
-
-
-def _classifier(num_classes, fan_in):
-  # Separate initializer objects: an unseeded Keras initializer repeats its draw.
-  return keras.layers.Dense(num_classes, kernel_initializer=ops.torch_uniform(fan_in),
-                            bias_initializer=ops.torch_uniform(fan_in))
 
 
 class _Network(ops.ListsInCheckpoints, keras.Model):
@@ -288,7 +292,7 @@ class NetworkCIFAR(_Network):
     c_out = self._make_cells(genotype, layers, c_stem, c_stem, init_channels, False, drop_path)
     self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["cifar"], name="aux_head")
                            if auxiliary else None)
-    self.classifier = _classifier(num_classes, c_out)
+    self.classifier = ops.torch_dense(num_classes, c_out)
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -321,7 +325,7 @@ class NetworkImageNet(_Network):
     c_out = self._make_cells(genotype, layers, c, c, c, True, drop_path)
     self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["imagenet"], name="aux_head")
                            if auxiliary else None)
-    self.classifier = _classifier(num_classes, c_out)
+    self.classifier = ops.torch_dense(num_classes, c_out)
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -429,7 +433,7 @@ def _cell_counts(entries, concat, c_prev_prev, c_prev, c, reduction, reduction_p
   total = _add(pre0, _relu_conv_bn(c_prev, c, size))
   _, built, _ = cell_structure(entries, concat, reduction)
   for op, _, src in built:
-    stride = 2 if reduction and src < 2 else 1
+    stride = edge_stride(reduction, src)
     src_size = size if src < 2 or not reduction else _reduced(size)
     total = _add(total, _op_counts(op, c, stride, src_size))
   return total

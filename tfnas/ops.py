@@ -30,6 +30,13 @@ def torch_uniform(fan_in):
   return keras.initializers.RandomUniform(-bound, bound)
 
 
+def torch_dense(units, fan_in):
+  """A Dense layer initialized as PyTorch's nn.Linear (weights and bias, fan_in inputs)."""
+  # Separate initializer objects: an unseeded Keras initializer repeats its draw.
+  return keras.layers.Dense(units, kernel_initializer=torch_uniform(fan_in),
+                            bias_initializer=torch_uniform(fan_in))
+
+
 def image_shape(y, *channels):
   """The shape [batch, H, W, *channels] for y's batch and image size.
 

@@ -254,18 +254,15 @@ class SearchCell(ops.Block):
     super().__init__(**kwargs)
     self.reduction = reduction
     self.steps = space.steps
-    if reduction_prev:
-      self.preprocess0 = ops.FactorizedReduce(c, False, synchronized)
-    else:
-      self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
-    self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
+    self.preprocess0, self.preprocess1 = eval_model.cell_preprocessing(
+        c, reduction_prev, affine=False, synchronized=synchronized)
     self.edges = genotype_lib.edges(space.steps)
     # For each state that feeds nodes (0 .. steps): the indices of its edges.
     self.edges_from = [[e for e, (_, src) in enumerate(self.edges) if src == s]
                        for s in range(space.steps + 1)]
     self.groups = [
-        EdgeGroup(space.primitives, c, 2 if reduction and s < 2 else 1, len(edge_ids), noise,
-                  synchronized, skip_drop_prob, name=f"from{s}")
+        EdgeGroup(space.primitives, c, eval_model.edge_stride(reduction, s), len(edge_ids),
+                  noise, synchronized, skip_drop_prob, name=f"from{s}")
         for s, edge_ids in enumerate(self.edges_from)]
 
   def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
@@ -312,10 +309,7 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
                                    synchronized_bn, method.skip_drop_prob, name=f"cell_{i}"))
       reduction_prev = reduction
       c_prev = space.steps * c_curr  # the next cell's input (the classifier's after the last)
-    # Separate initializer objects: an unseeded Keras initializer repeats its draw.
-    self.classifier = keras.layers.Dense(space.num_classes,
-                                         kernel_initializer=ops.torch_uniform(c_prev),
-                                         bias_initializer=ops.torch_uniform(c_prev))
+    self.classifier = ops.torch_dense(space.num_classes, c_prev)
     shape = (space.num_edges, len(space.primitives))
     def alpha_init():  # a new initializer per tensor, so the two draws differ
       if method.alpha_init_std > 0:
