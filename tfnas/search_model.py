@@ -125,8 +125,10 @@ class EdgeGroup(ops.Block):
   and its output need not be kept for the weight's gradient). The outputs equal
   separate MixedOps' (tests/search_model_test.py), from a graph a fraction of
   the size. 'none' contributes zero and is not computed; its weight still takes
-  part in the softmax. In training, skip_connect's output gets the method's noise
-  and then its drop-path (skip_drop_prob), each edge its own, before its weight.
+  part in the softmax. The ops come from the op table (ops.make_op with `edges`),
+  but for the dilated convs at stride 2 (below). In training, skip_connect's output
+  gets the method's noise and then its drop-path (skip_drop_prob), each edge its
+  own, before its weight.
   """
 
   def __init__(self, primitives, c, stride, edges, noise=None, synchronized=False,
@@ -138,22 +140,15 @@ class EdgeGroup(ops.Block):
     for k, name in enumerate(self.primitives):
       if name == "none":
         continue
-      if name in ops.POOL_OPS:
-        op = ops.Pool(ops.POOL_OPS[name], stride, ops.BatchNorm(False, synchronized))
-      elif name == "skip_connect":
-        op = (ops.Identity() if stride == 1
-              else ops.FactorizedReduce(c, False, synchronized, edges=edges, relu=False))
-      elif name in ops.CONV_OPS and self._on_even_pixels(name):
+      if name in ops.CONV_OPS and self._on_even_pixels(name):
         # A conv dilated by d at stride d only reads the pixels at multiples of d:
         # a plain conv on those (same parameters), subsampled once for the group.
         _, kernel, padding, dilation = ops.CONV_OPS[name]
         op = ops.DilConv(edges * c, kernel, 1, padding // dilation, 1, False, synchronized,
                          groups=edges, shared_input=True)
-      elif name in ops.CONV_OPS:
-        op = ops.conv_op(name, edges * c, stride, False, synchronized, groups=edges,
-                         shared_input=True)
       else:
-        raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(ops.OP_NAMES)}")
+        op = ops.make_op(name, c, stride, affine=False, search=True, synchronized=synchronized,
+                         edges=edges, shared_input=True)
       self.op_index.append(k)
       self.candidates.append(op)
 
