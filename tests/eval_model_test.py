@@ -66,7 +66,7 @@ def test_shape_figures_are_the_built_networks_counts(network, size, auxiliary):
   counted = eval_model.figures(model, ALL_OPS, (size, size))  # before the build: shapes only
   macs = eval_model.count_macs(model, (size, size))
   expected = {"params": eval_model.count_params(model, include_aux=False),
-              "macs": macs, "ops": eval_model.built_op_counts(ALL_OPS)}
+              "macs": macs, "ops": genotype_lib.count_ops(ALL_OPS, built_only=True)}
   if auxiliary:
     expected["params_with_aux"] = eval_model.count_params(model, include_aux=True)
   assert counted == expected
@@ -173,9 +173,14 @@ def test_fair_darts_a_normal_cell_concatenates_three_nodes(small):
 def test_edges_from_missing_nodes_are_ignored():
   entries = (("sep_conv_3x3", 2, 0), ("max_pool_3x3", 4, 3), ("skip_connect", 5, 4),
              ("skip_connect", 5, 1))
-  assert eval_model.built_entries(entries) == (entries[0], entries[3])
+  assert genotype_lib.built_entries(entries) == (entries[0], entries[3])
   cell = eval_model.EvalCell(entries, (2, 4, 5), 8, 8, 4, False, False)
   assert cell.nodes == (2, 5) and cell.multiplier == 2 and len(cell.edge_ops) == 2
+  g = genotype_lib.Genotype(entries, (2, 4, 5), entries[:1], (2,))
+  assert genotype_lib.count_ops(g, built_only=True) == {
+      "normal": {"sep_conv_3x3": 1, "skip_connect": 1}, "reduce": {"sep_conv_3x3": 1}}
+  assert genotype_lib.count_ops(g)["normal"] == {
+      "max_pool_3x3": 1, "sep_conv_3x3": 1, "skip_connect": 2}
 
 
 def test_imagenet_network_runs_at_224():
