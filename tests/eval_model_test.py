@@ -224,6 +224,7 @@ def _describe(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_describe_prints_the_darts_v2_numbers():
   result = _describe("--genotype=DARTS_V2")
   assert result.returncode == 0, result.stderr
@@ -236,6 +237,7 @@ def test_describe_prints_the_darts_v2_numbers():
               "reduce": {"max_pool_3x3": 5, "skip_connect": 3}}}
 
 
+@pytest.mark.slow
 def test_describe_reads_a_genotype_file(tmp_path):
   path = str(tmp_path / "g.json")
   entries = (("sep_conv_3x3", 2, 0), ("max_pool_3x3", 4, 3), ("skip_connect", 2, 1))
@@ -248,6 +250,7 @@ def test_describe_reads_a_genotype_file(tmp_path):
   assert out["ops"]["normal"] == {"sep_conv_3x3": 1, "skip_connect": 1}
 
 
+@pytest.mark.slow
 def test_describe_small_images_without_the_auxiliary_head():
   small = ["--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8"]
   refused = _describe(*small)
@@ -263,6 +266,7 @@ def test_describe_small_images_without_the_auxiliary_head():
                                                                (8, 8))}
 
 
+@pytest.mark.slow
 def test_describe_bad_genotype_is_one_error_line():
   result = _describe("--genotype=NO_SUCH_CELL")
   assert result.returncode == 2
@@ -271,6 +275,7 @@ def test_describe_bad_genotype_is_one_error_line():
   assert len(errors) == 1 and "NO_SUCH_CELL" in errors[0]
 
 
+@pytest.mark.slow
 def test_describe_refuses_a_node_beyond_the_cell(tmp_path):
   path = tmp_path / "g.json"
   path.write_text(json.dumps({"normal": [["sep_conv_3x3", 2, 0], ["sep_conv_3x3", 99, 1]],
