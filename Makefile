@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make quickstart   set everything up, then a Fair DARTS search on the bundled digits
 #   make test         set everything up, then the test suite
+#   make quicktest    the suite without the tests marked slow (tools in processes, long runs)
 # EXTRAS=gpu installs TensorFlow with CUDA instead of the CPU build.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu
 
-.PHONY: setup quickstart test
+.PHONY: setup quickstart test quicktest
 
 setup: $(VENV)/.installed-$(EXTRAS)
 
@@ -24,3 +25,6 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+quicktest: setup
+	$(PY) -m pytest -q -m "not slow" tests

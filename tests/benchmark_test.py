@@ -10,6 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_tool_reports_the_real_step():
   result = subprocess.run(
       [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--method=fair_darts",
@@ -32,6 +33,7 @@ def test_benchmark_tool_reports_the_real_step():
   assert out["params"] == sum(int(np.prod(v.shape)) for v in network.weight_variables)
 
 
+@pytest.mark.slow
 def test_benchmark_tool_on_three_replicas():
   # Three logical CPU devices once aborted the tool with "double free or corruption".
   result = subprocess.run(
@@ -44,6 +46,7 @@ def test_benchmark_tool_on_three_replicas():
   assert out["replicas"] == 3 and out["step_s"] > 0
 
 
+@pytest.mark.slow
 def test_benchmark_tool_rejects_settings_it_cannot_run():
   result = subprocess.run(
       [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--image_size=6", "--layers=3"],

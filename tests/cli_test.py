@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs a tool in its own process
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOOLS = ("search.py", "train.py", "derive.py", "describe.py", "draw_cells.py", "export.py",
          "benchmark.py")

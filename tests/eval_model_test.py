@@ -66,7 +66,7 @@ def test_counts_from_shapes_are_the_built_networks_counts(network, size, auxilia
   counted = eval_model.network_counts(model, ALL_OPS, (size, size))  # before the build: shapes only
   macs = eval_model.count_macs(model, (size, size))
   expected = {"params": eval_model.count_params(model, include_aux=False),
-              "macs": macs, "ops": eval_model.built_op_counts(ALL_OPS)}
+              "macs": macs, "ops": genotype_lib.count_ops(ALL_OPS, built_only=True)}
   if auxiliary:
     expected["params_with_aux"] = eval_model.count_params(model, include_aux=True)
   assert counted == expected
@@ -173,9 +173,14 @@ def test_fair_darts_a_normal_cell_concatenates_three_nodes(small):
 def test_edges_from_missing_nodes_are_ignored():
   entries = (("sep_conv_3x3", 2, 0), ("max_pool_3x3", 4, 3), ("skip_connect", 5, 4),
              ("skip_connect", 5, 1))
-  assert eval_model.built_entries(entries) == (entries[0], entries[3])
+  assert genotype_lib.built_entries(entries) == (entries[0], entries[3])
   cell = eval_model.EvalCell(entries, (2, 4, 5), 8, 8, 4, False, False)
   assert cell.nodes == (2, 5) and cell.multiplier == 2 and len(cell.edge_ops) == 2
+  g = genotype_lib.Genotype(entries, (2, 4, 5), entries[:1], (2,))
+  assert genotype_lib.count_ops(g, built_only=True) == {
+      "normal": {"sep_conv_3x3": 1, "skip_connect": 1}, "reduce": {"sep_conv_3x3": 1}}
+  assert genotype_lib.count_ops(g)["normal"] == {
+      "max_pool_3x3": 1, "sep_conv_3x3": 1, "skip_connect": 2}
 
 
 def test_imagenet_network_runs_at_224():
@@ -219,6 +224,7 @@ def _describe(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_describe_prints_the_darts_v2_numbers():
   result = _describe("--genotype=DARTS_V2")
   assert result.returncode == 0, result.stderr
@@ -231,6 +237,7 @@ def test_describe_prints_the_darts_v2_numbers():
               "reduce": {"max_pool_3x3": 5, "skip_connect": 3}}}
 
 
+@pytest.mark.slow
 def test_describe_reads_a_genotype_file(tmp_path):
   path = str(tmp_path / "g.json")
   entries = (("sep_conv_3x3", 2, 0), ("max_pool_3x3", 4, 3), ("skip_connect", 2, 1))
@@ -243,6 +250,7 @@ def test_describe_reads_a_genotype_file(tmp_path):
   assert out["ops"]["normal"] == {"sep_conv_3x3": 1, "skip_connect": 1}
 
 
+@pytest.mark.slow
 def test_describe_small_images_without_the_auxiliary_head():
   small = ["--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8"]
   refused = _describe(*small)
@@ -258,6 +266,7 @@ def test_describe_small_images_without_the_auxiliary_head():
                  **eval_model.network_counts(network, zoo.get("DARTS_V2"), (8, 8))}
 
 
+@pytest.mark.slow
 def test_describe_bad_genotype_is_one_error_line():
   result = _describe("--genotype=NO_SUCH_CELL")
   assert result.returncode == 2
@@ -266,6 +275,7 @@ def test_describe_bad_genotype_is_one_error_line():
   assert len(errors) == 1 and "NO_SUCH_CELL" in errors[0]
 
 
+@pytest.mark.slow
 def test_describe_refuses_a_node_beyond_the_cell(tmp_path):
   path = tmp_path / "g.json"
   path.write_text(json.dumps({"normal": [["sep_conv_3x3", 2, 0], ["sep_conv_3x3", 99, 1]],

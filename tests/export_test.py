@@ -125,6 +125,7 @@ def test_load_trained_restores_the_latest_checkpoint(trained, exported):
     np.testing.assert_array_equal(restored.numpy(), original.numpy())
 
 
+@pytest.mark.slow
 def test_fresh_process_serves_what_the_keras_model_computes(trained, served):
   _, net, _ = trained
   images, out, _, _ = served
@@ -141,6 +142,7 @@ def test_fresh_process_serves_what_the_keras_model_computes(trained, served):
   assert np.ptp(expected) > 1e-3
 
 
+@pytest.mark.slow
 def test_loading_the_export_warns_of_nothing(served):
   """The network has 5x5 separable convs, which train with custom gradients: the
   SavedModel is traced without them, so its loader has none to warn about."""
@@ -149,6 +151,7 @@ def test_loading_the_export_warns_of_nothing(served):
       "WARNING: All log messages before absl::InitializeLog()", "")
 
 
+@pytest.mark.slow
 def test_signature_takes_uint8_images_of_any_batch(served, exported):
   _, _, signature, _ = served
   _, _, paths = exported
@@ -173,7 +176,7 @@ def test_genotype_and_describe_files_agree_with_the_network(trained, exported):
       "params": eval_model.count_params(net, include_aux=False),
       "params_with_aux": eval_model.count_params(net, include_aux=True),
       "macs": eval_model.count_macs(net, (32, 32)),
-      "ops": eval_model.built_op_counts(g),
+      "ops": genotype_lib.count_ops(g, built_only=True),
   }
 
 
@@ -274,6 +277,7 @@ def _tool(*args):
                         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_tool_exports_a_model_dir(trained, exported, tmp_path):
   model_dir, _, g = trained
   out = tmp_path / "out"
@@ -291,6 +295,7 @@ def test_tool_exports_a_model_dir(trained, exported, tmp_path):
   assert (out / "describe.json").read_text() == library
 
 
+@pytest.mark.slow
 def test_tool_exports_an_untrained_genotype(tmp_path):
   out = tmp_path / "out"
   result = _tool("--genotype=DARTS_V2", "--init_channels=8", "--layers=5",
@@ -300,10 +305,11 @@ def test_tool_exports_an_untrained_genotype(tmp_path):
   assert "images uint8 [None, 32, 32, 3] -> logits float32 [None, 10]" in result.stdout
   assert genotype_lib.load(str(out / "genotype.json")) == zoo.get("DARTS_V2")
   describe = json.loads((out / "describe.json").read_text())
-  assert describe["ops"] == eval_model.built_op_counts(zoo.get("DARTS_V2"))
+  assert describe["ops"] == genotype_lib.count_ops(zoo.get("DARTS_V2"), built_only=True)
   assert (out / "saved_model" / "saved_model.pb").is_file()
 
 
+@pytest.mark.slow
 def test_tool_exports_small_images_without_the_auxiliary_head(tmp_path):
   out = tmp_path / "out"
   result = _tool("--genotype=DARTS_V2", "--init_channels=4", "--layers=3", "--image_size=8",
@@ -326,6 +332,7 @@ def test_tool_exports_small_images_without_the_auxiliary_head(tmp_path):
     (["--model_dir={tmp}/empty", "--layers=5"], "--layers only go with --genotype"),
     (["--genotype=DARTS_V2", "--export_dir={tmp}/a_file"], "is a file, not a directory"),
 ])
+@pytest.mark.slow
 def test_tool_bad_input_is_one_error_line(tmp_path, args, message):
   empty = tmp_path / "empty"
   empty.mkdir()

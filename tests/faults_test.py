@@ -18,8 +18,11 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from tests import stop_anywhere
+
+pytestmark = pytest.mark.slow  # real processes started, stopped and killed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_SEARCH = [*stop_anywhere.TINY_SEARCH, "--epochs=3"]

@@ -326,6 +326,7 @@ def _run_tool(*args):
       capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.slow
 def test_derive_tool_end_to_end(tmp_path):
   obj = _alphas(steps=4, seed=1)
   path = tmp_path / 'alphas.json'
@@ -341,6 +342,7 @@ def test_derive_tool_end_to_end(tmp_path):
   assert genotype.load(str(out)) == expected
 
 
+@pytest.mark.slow
 def test_derive_tool_unknown_op_in_alphas(tmp_path):
   obj = _alphas(ops=('sep_conv_3x3', 'conv_9x9'))
   path = tmp_path / 'alphas.json'
@@ -354,6 +356,7 @@ def test_derive_tool_unknown_op_in_alphas(tmp_path):
   assert not out.exists()
 
 
+@pytest.mark.slow
 def test_derive_tool_warns_of_a_threshold_under_the_darts_rule(tmp_path):
   path = tmp_path / 'alphas.json'
   path.write_text(json.dumps(_alphas()))
@@ -366,6 +369,7 @@ def test_derive_tool_warns_of_a_threshold_under_the_darts_rule(tmp_path):
   assert 'no effect' not in _run_tool(f'--alphas={path}', '--rule=darts').stderr
 
 
+@pytest.mark.slow
 def test_derive_tool_bad_path(tmp_path):
   result = _run_tool(f'--alphas={tmp_path / "nope.json"}')
   assert result.returncode == 2

@@ -16,21 +16,12 @@ def _rand(shape, seed):
   return tf.constant(np.random.default_rng(seed).normal(size=shape), tf.float32)
 
 
-class _ReferenceMixedOp:
-  """The original per-edge MixedOp: sum over ops of weight * op(x), each op its own layer."""
-
-  def __init__(self, primitives, stride):
-    self.primitives = primitives
-    self.ops = {p: ops.make_op(p, C, stride, affine=False, search=True)
-                for p in primitives if p != "none"}
-
-  def __call__(self, x, w):
-    return tf.add_n([w[k] * self.ops[p](x, training=True) for k, p in enumerate(self.primitives)
-                     if p != "none"])
+def _candidate(mixed_op, name):
+  return mixed_op.candidates[mixed_op.primitives.index(name)]
 
 
 def _copy_weights(group, references):
-  """Gives each edge's reference ops the group's slice of the batched parameters."""
+  """Gives each edge's MixedOp the group's slice of the batched parameters."""
   for i, op in zip(group.op_index, group.candidates):
     name = group.primitives[i]
     if name in ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7"):
@@ -42,14 +33,14 @@ def _copy_weights(group, references):
         for conv in ("conv1", "conv2"):
           kernel = getattr(op, conv).kernel.numpy()
           half = kernel.shape[-1] // len(references)
-          getattr(ref.ops[name], conv).kernel.assign(kernel[..., m * half:(m + 1) * half])
+          getattr(_candidate(ref, name), conv).kernel.assign(kernel[..., m * half:(m + 1) * half])
       continue
     else:
       continue  # parameter-free
     for batched, pick in pairs:
       depthwise, pointwise = batched.depthwise.kernel.numpy(), batched.pointwise.kernel.numpy()
       for m, ref in enumerate(references):
-        block = pick(ref.ops[name])
+        block = pick(_candidate(ref, name))
         block.depthwise.kernel.assign(depthwise[:, :, m * C:(m + 1) * C, :])
         block.pointwise.kernel.assign(pointwise[..., m * C:(m + 1) * C])
 
@@ -65,9 +56,10 @@ def test_cell_equals_one_mixed_op_per_edge(reduction):
   edges = genotype_lib.edges(space.steps)
   references = []
   for group, edge_ids in zip(cell.groups, cell.edges_from):
-    refs = [_ReferenceMixedOp(ALL_OPS, group.stride) for _ in edge_ids]
+    refs = [search_model.MixedOp(ALL_OPS, C, group.stride) for _ in edge_ids]
     for ref, e in zip(refs, edge_ids):
-      ref(tf.zeros([2, 8, 8, C]), weights[e])  # builds it, with the statistics of the cell's
+      # builds it, with the statistics of the cell's
+      ref(tf.zeros([2, 8, 8, C]), weights[e], training=True)
     _copy_weights(group, refs)
     references += list(zip(edge_ids, refs))
   references = [ref for _, ref in sorted(references, key=lambda pair: pair[0])]
@@ -75,7 +67,7 @@ def test_cell_equals_one_mixed_op_per_edge(reduction):
   def reference_cell(s0, s1):
     states = [cell.preprocess0(s0, training=True), cell.preprocess1(s1, training=True)]
     for node in range(2, 2 + space.steps):
-      states.append(tf.add_n([references[e](states[src], weights[e])
+      states.append(tf.add_n([references[e](states[src], weights[e], training=True)
                               for e, (to, src) in enumerate(edges) if to == node]))
     return tf.concat(states[2:], axis=-1)
 
@@ -100,11 +92,36 @@ def test_cell_equals_one_mixed_op_per_edge(reduction):
       if name not in ("sep_conv_3x3", "dil_conv_5x5"):
         continue
       bn = op.block2.bn if name.startswith("sep") else op.bn
-      per_edge = [references[e].ops[name] for e in edge_ids]
+      per_edge = [_candidate(references[e], name) for e in edge_ids]
       per_edge = [r.block2.bn if name.startswith("sep") else r.bn for r in per_edge]
       np.testing.assert_allclose(
           bn.moving_mean.numpy(), np.concatenate([r.moving_mean.numpy() for r in per_edge]),
           rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_one_edge_group_equals_the_mixed_op_with_noise_and_skip_drop_path(stride):
+  """Noisy DARTS' noise and drop-path on skip_connect: the same draws from the same seed."""
+  primitives = ("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3")
+  x, seed = _rand([8, 8, 8, C], 7), tf.constant([5, 6], tf.int64)
+  w = tf.nn.softmax(_rand([len(primitives)], 8))
+  kwargs = dict(noise=methods.NoiseConfig(), skip_drop_prob=0.5)
+  group = search_model.EdgeGroup(primitives, C, stride, edges=1, **kwargs)
+  mixed = search_model.MixedOp(primitives, C, stride, **kwargs)
+  group(x, w[None], training=True, noise_seed=seed)
+  mixed(x, w, training=True, noise_seed=seed)  # both built
+  _copy_weights(group, [mixed])
+  want = mixed(x, w, training=True, noise_seed=seed, noise_scale=0.5).numpy()
+  got = group(x, w[None], training=True, noise_seed=seed, noise_scale=0.5).numpy()[..., 0, :]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The draws took effect in training only: the same op without noise and drop-path
+  # differs in training and gives the same in inference.
+  clean = search_model.MixedOp(primitives, C, stride)
+  clean(x, w, training=True)
+  for a, b in zip(clean.weights, mixed.weights):
+    a.assign(b)
+  np.testing.assert_array_equal(clean(x, w).numpy(), mixed(x, w, noise_seed=seed).numpy())
+  assert not np.allclose(want, clean(x, w, training=True).numpy(), atol=1e-3)
 
 
 def test_parameters_are_those_of_one_mixed_op_per_edge():

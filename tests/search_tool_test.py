@@ -14,6 +14,8 @@ import pytest
 from tfnas import genotype as genotype_lib
 from tfnas import methods
 
+pytestmark = pytest.mark.slow  # every test runs tools/search.py in its own process
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The presets' optimization settings, on a tiny network and a slice of the digits.
 TINY = ["--dataset=digits", "--steps=2", "--layers=3", "--init_channels=4", "--epochs=1",

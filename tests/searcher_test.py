@@ -137,6 +137,7 @@ def _next_step(s, seed=0):
       iter(s.strategy.experimental_distribute_dataset(dataset))).items()}
 
 
+@pytest.mark.slow
 def test_float16_updates_with_overflowing_gradients_are_skipped_on_every_replica():
   config = searcher.SearchConfig(epochs=1, batch_size=16, precision="mixed_float16")
   s = searcher.Searcher(SMALL_SPACE, methods.METHODS["fair_darts"], config, _two_cpus(),
@@ -177,6 +178,7 @@ def test_float16_search_stops_when_gradients_overflow_even_unscaled(tmp_path):
   searcher._check_loss_scales(s, {**skipped, "weight_updates_skipped": 0.0}, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_xla_step_gives_the_same_search_step():
   results = []
   for jit_compile in (False, True):
@@ -224,6 +226,7 @@ def _search_two_steps(strategy, model_dir, synchronized_bn=None):
   return _checkpoint_values(model_dir), logged
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path):
   one, logged_one = _search_two_steps(_one_device(), tmp_path / "one")
   two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two")
@@ -279,6 +282,7 @@ def _summaries(model_dir, subdir):
   return values
 
 
+@pytest.mark.slow
 def test_resumed_search_equals_uninterrupted(tmp_path):
   # Noise draws and skip drop-path masks must resume too.
   method = dataclasses.replace(methods.METHODS["noisy_darts"], skip_drop_prob=0.3)

@@ -48,6 +48,7 @@ def _checkpoint_values(model_dir):
           if not k.startswith(("save_counter", "_CHECKPOINTABLE"))}
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path):
   genotype = zoo.get("DARTS_V2")
   full = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "full"), _one_device(), DATA)
@@ -128,6 +129,7 @@ def _run_train(*args):
                         capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_train_tool_end_to_end_on_digits(tmp_path):
   # The protocol's flags on digits: no test split (a held-out fifth instead), no room for
   # the auxiliary head.

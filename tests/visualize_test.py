@@ -200,6 +200,7 @@ def _draw(*args):
       capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_tool_zoo_name(tmp_path):
   out = tmp_path / 'cells'
   r = _draw('--genotype=FairDARTS_c', f'--output_dir={out}',
@@ -214,6 +215,7 @@ def test_tool_zoo_name(tmp_path):
   assert 'color=gray' in (out / 'normal.gv').read_text()
 
 
+@pytest.mark.slow
 def test_tool_json_file(tmp_path):
   path = tmp_path / 'genotype.json'
   genotype.save(zoo.get('PC_DARTS'), str(path))
@@ -244,6 +246,7 @@ _BAD_FILES = {
 
 
 @pytest.mark.parametrize('case', [None, *_BAD_FILES])
+@pytest.mark.slow
 def test_tool_bad_input(tmp_path, case):
   if case is None:
     arg, expected = 'DARTS_V9', "'DARTS_V9' is neither a zoo name"

@@ -1,5 +1,5 @@
-"""Choosing a tf.distribute strategy by name, the process-wide runtime settings, and
-sums over the replicas."""
+"""Choosing a tf.distribute strategy by name, the process-wide runtime settings, sums
+over the replicas, and the seeds of each replica's random draws."""
 import tensorflow as tf
 # What tf.custom_gradient records gradients with (see sum_over_replicas).
 from tensorflow.python.eager import record
@@ -134,6 +134,24 @@ def sum_over_replicas(values, differentiable=False):
 
   record.record_operation("SumOverReplicas", outputs, sums + values, grad)
   return outputs[:n]
+
+
+def fold_seed(seed, value):
+  """The stateless [2] seed `seed` folded with `value` (None stays None: drawn fresh later)."""
+  return None if seed is None else tf.random.experimental.stateless_fold_in(seed, value)
+
+
+def fresh_seed():
+  """A stateless seed from the global generator, for a draw given no seed."""
+  return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+
+
+def replica_seed(seed):
+  """The seed of this replica's draws: `seed` (or a fresh one) folded with the replica's id,
+  so that replicas draw differently for their different samples, yet reproducibly."""
+  ctx = tf.distribute.get_replica_context()
+  replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+  return fold_seed(fresh_seed() if seed is None else seed, replica)
 
 
 def input_iterator(dataset, strategy):

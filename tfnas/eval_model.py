@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfnas import distribute
 from tfnas import genotype as genotype_lib
 from tfnas import ops
 from tfnas.errors import UserInputError
@@ -25,25 +26,6 @@ _AUX_HEAD = {"cifar": dict(pool_stride=3, second_bn=True),
              "imagenet": dict(pool_stride=2, second_bn=False)}
 
 
-def _fold(seed, value):
-  return tf.random.experimental.stateless_fold_in(seed, value)
-
-
-def _replica_id():
-  ctx = tf.distribute.get_replica_context()
-  return 0 if ctx is None else ctx.replica_id_in_sync_group
-
-
-def _fresh_seed():
-  return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-
-
-def built_entries(entries):
-  """The (op, to, from) entries a cell builds: those whose source exists."""
-  existing = set(genotype_lib.live_nodes(entries)) | {0, 1}
-  return tuple(e for e in entries if e[2] in existing)
-
-
 def cell_structure(entries, concat, reduction):
   """(existing nodes, the entries built, the existing nodes output) of a genotype's cell.
 
@@ -55,7 +37,7 @@ def cell_structure(entries, concat, reduction):
     raise UserInputError(
         f"the genotype's {'reduce' if reduction else 'normal'} cell has no existing node to "
         f"output (concat {list(concat)}, existing nodes {list(nodes)})")
-  return nodes, built_entries(entries), out
+  return nodes, genotype_lib.built_entries(entries), out
 
 
 def _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
@@ -64,7 +46,7 @@ def _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
   if not isinstance(genotype, genotype_lib.Genotype):
     raise UserInputError(f"expected a Genotype, got {type(genotype).__name__}")
   for i in range(layers):
-    reduction = i in _reduction_cells(layers)
+    reduction = i in reduction_cells(layers)
     if reduction:
       c *= 2
       entries, concat = genotype.reduce, genotype.reduce_concat
@@ -77,8 +59,26 @@ def _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
     c_prev_prev, c_prev = c_prev, c_out
 
 
-def _reduction_cells(layers):
-  return tuple(sorted({layers // 3, 2 * layers // 3}))
+def reduction_cells(layers):
+  """Indices of the reduction cells among `layers` cells: at 1/3 and 2/3 of the depth
+  (the search network's and the evaluation networks')."""
+  return sorted({layers // 3, 2 * layers // 3})
+
+
+def edge_stride(reduction, src):
+  """An edge's stride: 2 from a cell input (node 0 or 1) of a reduction cell, else 1."""
+  return 2 if reduction and src < 2 else 1
+
+
+def cell_preprocessing(c, reduction_prev, affine, synchronized=False):
+  """The layers that bring a cell's two inputs (s0, s1) to C channels at s1's size: a 1x1
+  ReLUConvBN each, FactorizedReduce for s0 when the previous cell reduced (the search and
+  the evaluation cells alike)."""
+  if reduction_prev:
+    pre0 = ops.FactorizedReduce(c, affine, synchronized)
+  else:
+    pre0 = ops.ReLUConvBN(c, 1, 1, 0, affine, synchronized)
+  return pre0, ops.ReLUConvBN(c, 1, 1, 0, affine, synchronized)
 
 
 def drop_path(x, drop_prob, seed=None, edge_axis=None):
@@ -88,7 +88,7 @@ def drop_path(x, drop_prob, seed=None, edge_axis=None):
   `edge_axis`: x holds several edges' outputs along this axis, each dropped on its own.
   """
   if seed is None:
-    seed = _fresh_seed()
+    seed = distribute.fresh_seed()
   keep = 1.0 - tf.cast(drop_prob, tf.float32)
   mask_shape = [tf.shape(x)[0]] + [1] * (x.shape.rank - 1)
   if edge_axis is not None:
@@ -119,12 +119,8 @@ class EvalCell(ops.Block):
     self.nodes, self.entries, self.concat = cell_structure(genotype_cell_entries, concat,
                                                            reduction)
     self.multiplier = len(self.concat)
-    if reduction_prev:
-      self.preprocess0 = ops.FactorizedReduce(c, affine=True)
-    else:
-      self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, affine=True)
-    self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, affine=True)
-    self.edge_ops = [ops.make_op(op, c, 2 if reduction and src < 2 else 1, affine=True)
+    self.preprocess0, self.preprocess1 = cell_preprocessing(c, reduction_prev, affine=True)
+    self.edge_ops = [ops.make_op(op, c, edge_stride(reduction, src), affine=True)
                      for op, _, src in self.entries]
 
   def call(self, s0, s1, training=False, drop_prob=0.0, seed=None):
@@ -133,7 +129,7 @@ class EvalCell(ops.Block):
       if s.shape[-1] is not None and s.shape[-1] != c:
         raise ValueError(f"{self.name}: {name} has {s.shape[-1]} channels, expected {c}")
     if training and seed is None:
-      seed = _fresh_seed()
+      seed = distribute.fresh_seed()
     states = {0: self.preprocess0(s0, training=training),
               1: self.preprocess1(s1, training=training)}
     for node in self.nodes:
@@ -143,10 +139,10 @@ class EvalCell(ops.Block):
           continue
         y = op(states[src], training=training)
         if training and self.drop_path_style == "op" and not isinstance(op, ops.Identity):
-          y = drop_path(y, drop_prob, _fold(seed, k))
+          y = drop_path(y, drop_prob, distribute.fold_seed(seed, k))
         total = y if total is None else total + y
       if training and self.drop_path_style == "node":
-        total = drop_path(total, drop_prob, _fold(seed, node))
+        total = drop_path(total, drop_prob, distribute.fold_seed(seed, node))
       states[node] = total
     return tf.concat([states[n] for n in self.concat], axis=-1)
 
@@ -180,9 +176,7 @@ class AuxiliaryHead(ops.Block):
       self.bn2.build((None, h - 1, w - 1, 768))
     # 768 features at the standard sizes (1x1 after the 2x2 conv); more when larger.
     features = (h - 1) * (w - 1) * 768
-    self.classifier = keras.layers.Dense(
-        self.num_classes, kernel_initializer=ops.torch_uniform(features),
-        bias_initializer=ops.torch_uniform(features))
+    self.classifier = ops.torch_dense(self.num_classes, features)
     self.classifier.build((None, features))
 
   def call(self, x, training=False):
@@ -203,7 +197,7 @@ def _check_network_args(init_channels, layers, num_classes):
 
 
 def _check_image_size(kind, layers, auxiliary, height, width):
-  factor = _STEM_REDUCTION[kind] * 2 ** len(_reduction_cells(layers))
+  factor = _STEM_REDUCTION[kind] * 2 ** len(reduction_cells(layers))
   if height % factor or width % factor:
     raise UserInputError(
         f"image size {height}x{width} does not fit the {_KIND_NAME[kind]} network: height and "
@@ -217,18 +211,12 @@ def _check_image_size(kind, layers, auxiliary, height, width):
           f"least {least}x{least}; leave the head out with --noauxiliary")
 
 
-def _classifier(num_classes, fan_in):
-  # Separate initializer objects: an unseeded Keras initializer repeats its draw.
-  return keras.layers.Dense(num_classes, kernel_initializer=ops.torch_uniform(fan_in),
-                            bias_initializer=ops.torch_uniform(fan_in))
-
-
 class _Network(ops.ListsInCheckpoints, keras.Model):
   """What both evaluation networks share: the cell stack, aux head and drop path."""
 
   def _make_cells(self, genotype, layers, c_prev_prev, c_prev, c, reduction_prev, drop_path):
     """Stacks the cells; returns the channels of the last cell's output."""
-    self.reduction_cells = _reduction_cells(layers)
+    self.reduction_cells = reduction_cells(layers)
     self.aux_index = 2 * layers // 3
     self.cells = []
     self.aux_channels = None
@@ -253,13 +241,11 @@ class _Network(ops.ListsInCheckpoints, keras.Model):
   def _run_cells(self, s0, s1, training, seed):
     """Runs the cells; returns (last output, aux logits or None)."""
     if training:
-      seed = _fresh_seed() if seed is None else seed
-      # Replicas draw different masks for their different samples.
-      seed = _fold(seed, _replica_id())
+      seed = distribute.replica_seed(seed)
     logits_aux = None
     for i, cell in enumerate(self.cells):
       s0, s1 = s1, cell(s0, s1, training=training, drop_prob=self.drop_path_prob,
-                        seed=_fold(seed, i) if training else None)
+                        seed=distribute.fold_seed(seed, i) if training else None)
       if i == self.aux_index and self.auxiliary_head is not None:
         if training:
           logits_aux = self.auxiliary_head(s1, training=True)
@@ -306,7 +292,7 @@ class NetworkCIFAR(_Network):
     c_out = self._make_cells(genotype, layers, c_stem, c_stem, init_channels, False, drop_path)
     self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["cifar"], name="aux_head")
                            if auxiliary else None)
-    self.classifier = _classifier(num_classes, c_out)
+    self.classifier = ops.torch_dense(num_classes, c_out)
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -339,7 +325,7 @@ class NetworkImageNet(_Network):
     c_out = self._make_cells(genotype, layers, c, c, c, True, drop_path)
     self.auxiliary_head = (AuxiliaryHead(num_classes, **_AUX_HEAD["imagenet"], name="aux_head")
                            if auxiliary else None)
-    self.classifier = _classifier(num_classes, c_out)
+    self.classifier = ops.torch_dense(num_classes, c_out)
 
   def call(self, x, training=False, seed=None):
     self._check_image(x)
@@ -384,17 +370,6 @@ def count_macs(model, image_shape):
     elif isinstance(layer, keras.layers.Dense):
       total += int(np.prod(layer.kernel.shape))
   return total
-
-
-def built_op_counts(genotype):
-  """{'normal': {op: count}, 'reduce': {...}} over the entries the cells build."""
-  out = {}
-  for cell in ("normal", "reduce"):
-    counts = {}
-    for op, _, _ in built_entries(getattr(genotype, cell)):
-      counts[op] = counts.get(op, 0) + 1
-    out[cell] = dict(sorted(counts.items()))
-  return out
 
 
 def network_counts(network, genotype, image_shape):
@@ -458,7 +433,7 @@ def _cell_counts(entries, concat, c_prev_prev, c_prev, c, reduction, reduction_p
   total = _add(pre0, _relu_conv_bn(c_prev, c, size))
   _, built, _ = cell_structure(entries, concat, reduction)
   for op, _, src in built:
-    stride = 2 if reduction and src < 2 else 1
+    stride = edge_stride(reduction, src)
     src_size = size if src < 2 or not reduction else _reduced(size)
     total = _add(total, _op_counts(op, c, stride, src_size))
   return total
@@ -513,7 +488,7 @@ def counts_from_shapes(kind, genotype, image_shape, init_channels, layers, num_c
   out = {"params": params}
   if auxiliary:
     out["params_with_aux"] = params + aux
-  return {**out, "macs": macs, "ops": built_op_counts(genotype)}
+  return {**out, "macs": macs, "ops": genotype_lib.count_ops(genotype, built_only=True)}
 
 
 # The evaluation networks by kind, and the settings the papers evaluate them with (DARTS

@@ -351,12 +351,22 @@ def live_nodes(entries):
   return sorted(live - {0, 1})
 
 
-def count_ops(g):
-  """Returns {'normal': {op: count}, 'reduce': {...}}, ops sorted by name."""
+def built_entries(entries):
+  """The (op, to, from) entries a cell builds: those whose source exists (live_nodes)."""
+  existing = set(live_nodes(entries)) | {0, 1}
+  return tuple(e for e in entries if e[2] in existing)
+
+
+def count_ops(g, built_only=False):
+  """Returns {'normal': {op: count}, 'reduce': {...}}, ops sorted by name.
+
+  built_only: count only the entries the evaluation cells build (built_entries).
+  """
   out = {}
   for cell in _CELLS:
+    entries = getattr(g, cell)
     counts = {}
-    for op, _, _ in getattr(g, cell):
+    for op, _, _ in built_entries(entries) if built_only else entries:
       counts[op] = counts.get(op, 0) + 1
     out[cell] = dict(sorted(counts.items()))
   return out

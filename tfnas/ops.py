@@ -30,6 +30,13 @@ def torch_uniform(fan_in):
   return keras.initializers.RandomUniform(-bound, bound)
 
 
+def torch_dense(units, fan_in):
+  """A Dense layer initialized as PyTorch's nn.Linear (weights and bias, fan_in inputs)."""
+  # Separate initializer objects: an unseeded Keras initializer repeats its draw.
+  return keras.layers.Dense(units, kernel_initializer=torch_uniform(fan_in),
+                            bias_initializer=torch_uniform(fan_in))
+
+
 def image_shape(y, *channels):
   """The shape [batch, H, W, *channels] for y's batch and image size.
 
@@ -531,18 +538,25 @@ def conv_op(name, c_out, stride, affine, synchronized=False, groups=1, shared_in
                  shared_input)
 
 
-def make_op(name, c, stride, affine, search=False, synchronized=False):
-  """Builds one primitive with C channels in and out.
+def make_op(name, c, stride, affine, search=False, synchronized=False, edges=1,
+            shared_input=False):
+  """Builds one primitive with C channels in and out: the one table of the ops, for the
+  search network and the evaluation networks.
 
-  `search=True` adds the BN after each pool (the search network only).
+  `search=True` adds the BN after each pool (the search network only). `edges` and
+  `shared_input` (the search cell's EdgeGroup): the ops with parameters are `edges` ops
+  side by side, edge-major, on one input that is already rectified (see DilConv); the
+  ops without parameters give every edge the same output.
   """
   if name == "none":
     return Zero(stride)
   if name in POOL_OPS:
     return Pool(POOL_OPS[name], stride, BatchNorm(False, synchronized) if search else None)
   if name == "skip_connect":
-    return Identity() if stride == 1 else FactorizedReduce(c, affine, synchronized)
+    return Identity() if stride == 1 else FactorizedReduce(
+        c, affine, synchronized, edges=edges, relu=not shared_input)
   if name in CONV_OPS:
-    return conv_op(name, c, stride, affine, synchronized)
+    return conv_op(name, edges * c, stride, affine, synchronized, groups=edges,
+                   shared_input=shared_input)
   raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(OP_NAMES)}")
 

@@ -11,8 +11,21 @@ Under a tf.distribute strategy these optimizers expect gradients that are
 already summed over the replicas: the search step all-reduces them itself, so
 that it can clip the global gradient, and a second all-reduce would be waste.
 """
+import math
+
 import keras
 from keras import ops
+
+
+def _bias_correction(beta, t):
+  """1 - beta**t for a Python float beta and a step count t, accurate in t's dtype.
+
+  PyTorch computes it in double precision. In float32, beta itself is off (1 - float32(0.999)
+  by 1.3e-5) and 1 - beta**t cancels; as -expm1(t * log(beta)) with log(beta) taken in double
+  precision it is right to float32 round-off, without float64 ops (which TPUs lack).
+  """
+  log_beta = math.log(beta) if beta > 0 else -math.inf  # beta = 0: no correction (1)
+  return ops.negative(ops.expm1(ops.multiply(t, log_beta)))
 
 
 class _PreReducedGradients(keras.optimizers.Optimizer):
@@ -65,8 +78,7 @@ class TorchAdam(_PreReducedGradients):
     lr = ops.cast(learning_rate, variable.dtype)
     g = ops.cast(gradient, variable.dtype)
     t = ops.cast(self.iterations + 1, variable.dtype)
-    bc1 = 1.0 - ops.power(ops.cast(self.beta_1, variable.dtype), t)
-    bc2 = 1.0 - ops.power(ops.cast(self.beta_2, variable.dtype), t)
+    bc1, bc2 = _bias_correction(self.beta_1, t), _bias_correction(self.beta_2, t)
     i = self._get_variable_index(variable)
     m, v = self.m[i], self.v[i]
     self.assign(m, ops.add(ops.multiply(m, self.beta_1), ops.multiply(g, 1.0 - self.beta_1)))

@@ -1,9 +1,11 @@
-"""The DARTS search network: mixed ops, search cells, and the network with its alphas."""
+"""The DARTS search network: mixed ops (MixedOp as the paper writes it, EdgeGroup as the
+search runs it), search cells, and the network with its alphas."""
 import dataclasses
 
 import keras
 import tensorflow as tf
 
+from tfnas import distribute
 from tfnas import eval_model
 from tfnas import genotype as genotype_lib
 from tfnas import methods as methods_lib
@@ -32,7 +34,7 @@ class SearchSpace:
   @property
   def reduction_cells(self):
     """Indices of the reduction cells: 1/3 and 2/3 of the depth."""
-    return sorted({self.layers // 3, 2 * self.layers // 3})
+    return eval_model.reduction_cells(self.layers)
 
   @property
   def num_edges(self):
@@ -47,13 +49,46 @@ class SearchSpace:
           f"height and width must be multiples of {factor}")
 
 
-def _fold(seed, value):
-  return None if seed is None else tf.random.experimental.stateless_fold_in(seed, value)
+class MixedOp(ops.Block):
+  """One edge of the search cell as the DARTS paper writes it (eq. 2):
 
+      o_mixed(x) = sum_k f(alpha_k) * o_k(x)
 
-def _replica_id():
-  ctx = tf.distribute.get_replica_context()
-  return 0 if ctx is None else ctx.replica_id_in_sync_group
+  over the candidate ops o_k, with f = softmax over the edge's alphas (DARTS, Noisy
+  DARTS) or a sigmoid of each alpha (Fair DARTS). call(x, weights) takes the edge's
+  f(alpha) (methods.relax), one weight per op. Each candidate is its own layer from
+  the op table (ops.make_op, as the search builds them: BN without affine parameters,
+  a BN after each pool); 'none' is o_k(x) = 0. In training, skip_connect's output
+  gets Noisy DARTS' noise (methods.add_noise, if `noise`) and then drop-path
+  (eval_model.drop_path with skip_drop_prob) before its weight, as the original:
+  w_skip * drop_path(noise(o_skip(x))).
+
+  The readable reference, not the fast path: EdgeGroup computes the same for all the
+  edges that leave one state at once, and the search network runs that;
+  tests/search_model_test.py checks that the two agree (outputs, gradients, running
+  statistics, and the noise and drop-path draws of an edge).
+  """
+
+  def __init__(self, primitives, c, stride, noise=None, synchronized=False, skip_drop_prob=0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.primitives, self.noise, self.skip_drop_prob = tuple(primitives), noise, skip_drop_prob
+    self.candidates = [ops.make_op(name, c, stride, affine=False, search=True,
+                                   synchronized=synchronized) for name in self.primitives]
+
+  def call(self, x, weights, training=False, noise_seed=None, noise_scale=1.0):
+    """x: [B, H, W, C]; weights: [ops]. noise_seed: the stateless seed of the skip's draws."""
+    out = 0.0
+    for k, (name, op) in enumerate(zip(self.primitives, self.candidates)):
+      y = op(x, training=training)
+      if name == "skip_connect" and training and (self.noise is not None or self.skip_drop_prob):
+        seed = distribute.replica_seed(noise_seed)
+        if self.noise is not None:
+          y = methods_lib.add_noise(y, self.noise, seed, noise_scale)
+        if self.skip_drop_prob > 0:
+          y = eval_model.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1))
+      out += tf.cast(weights[k], y.dtype) * y
+    return out
 
 
 @tf.custom_gradient
@@ -79,7 +114,7 @@ class EdgeGroup(ops.Block):
   """The mixed ops of every edge that leaves one state of a cell, computed together.
 
   Each edge's output is the sum of every candidate op on the input, weighted by
-  the edge's architecture weights (the original MixedOp). The edges that share
+  the edge's architecture weights (MixedOp, the paper's form). The edges that share
   an input apply the same ops to it with their own parameters, and batch norm
   and depthwise convolutions act per channel, so one op over `edges` edges is
   one op over edges * C channels: the rectified input tiled edge-major, the 1x1
@@ -88,10 +123,12 @@ class EdgeGroup(ops.Block):
   once. An op with parameters per edge ends in an affine-free batch norm, which
   multiplies each edge's channels by that edge's weight (no separate multiply,
   and its output need not be kept for the weight's gradient). The outputs equal
-  separate mixed ops' (tests/search_model_test.py), from a graph a fraction of
+  separate MixedOps' (tests/search_model_test.py), from a graph a fraction of
   the size. 'none' contributes zero and is not computed; its weight still takes
-  part in the softmax. In training, skip_connect's output gets the method's noise
-  and then its drop-path (skip_drop_prob), each edge its own, before its weight.
+  part in the softmax. The ops come from the op table (ops.make_op with `edges`),
+  but for the dilated convs at stride 2 (below). In training, skip_connect's output
+  gets the method's noise and then its drop-path (skip_drop_prob), each edge its
+  own, before its weight.
   """
 
   def __init__(self, primitives, c, stride, edges, noise=None, synchronized=False,
@@ -103,22 +140,15 @@ class EdgeGroup(ops.Block):
     for k, name in enumerate(self.primitives):
       if name == "none":
         continue
-      if name in ops.POOL_OPS:
-        op = ops.Pool(ops.POOL_OPS[name], stride, ops.BatchNorm(False, synchronized))
-      elif name == "skip_connect":
-        op = (ops.Identity() if stride == 1
-              else ops.FactorizedReduce(c, False, synchronized, edges=edges, relu=False))
-      elif name in ops.CONV_OPS and self._on_even_pixels(name):
+      if name in ops.CONV_OPS and self._on_even_pixels(name):
         # A conv dilated by d at stride d only reads the pixels at multiples of d:
         # a plain conv on those (same parameters), subsampled once for the group.
         _, kernel, padding, dilation = ops.CONV_OPS[name]
         op = ops.DilConv(edges * c, kernel, 1, padding // dilation, 1, False, synchronized,
                          groups=edges, shared_input=True)
-      elif name in ops.CONV_OPS:
-        op = ops.conv_op(name, edges * c, stride, False, synchronized, groups=edges,
-                         shared_input=True)
       else:
-        raise UserInputError(f"unknown op '{name}'; known ops: {', '.join(ops.OP_NAMES)}")
+        op = ops.make_op(name, c, stride, affine=False, search=True, synchronized=synchronized,
+                         edges=edges, shared_input=True)
       self.op_index.append(k)
       self.candidates.append(op)
 
@@ -188,7 +218,8 @@ class EdgeGroup(ops.Block):
       if noisy:
         y = methods_lib.add_noise(y, self.noise, seed, noise_scale, edge_axis=3)
       if dropped:  # after the noise, as the original
-        y = eval_model.drop_path(y, self.skip_drop_prob, _fold(seed, 1), edge_axis=3)
+        y = eval_model.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1),
+                                 edge_axis=3)
       terms.append(_edge_weighted(y, tf.cast(columns[i], y.dtype)))  # [B, H', W', edges, C]
     for (_, dilation), ys in phased.items():
       terms.append(self._split_edges(
@@ -203,10 +234,7 @@ class EdgeGroup(ops.Block):
 
   def _per_edge(self, y, seed):
     """y with one copy per edge, and a seed of its own draws on this replica."""
-    y = y + tf.zeros([self.edges, self.c], y.dtype)
-    if seed is None:  # no seed given: a fresh stateful draw
-      seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    return y, _fold(seed, _replica_id())
+    return y + tf.zeros([self.edges, self.c], y.dtype), distribute.replica_seed(seed)
 
 
 class SearchCell(ops.Block):
@@ -221,18 +249,15 @@ class SearchCell(ops.Block):
     super().__init__(**kwargs)
     self.reduction = reduction
     self.steps = space.steps
-    if reduction_prev:
-      self.preprocess0 = ops.FactorizedReduce(c, False, synchronized)
-    else:
-      self.preprocess0 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
-    self.preprocess1 = ops.ReLUConvBN(c, 1, 1, 0, False, synchronized)
+    self.preprocess0, self.preprocess1 = eval_model.cell_preprocessing(
+        c, reduction_prev, affine=False, synchronized=synchronized)
     self.edges = genotype_lib.edges(space.steps)
     # For each state that feeds nodes (0 .. steps): the indices of its edges.
     self.edges_from = [[e for e, (_, src) in enumerate(self.edges) if src == s]
                        for s in range(space.steps + 1)]
     self.groups = [
-        EdgeGroup(space.primitives, c, 2 if reduction and s < 2 else 1, len(edge_ids), noise,
-                  synchronized, skip_drop_prob, name=f"from{s}")
+        EdgeGroup(space.primitives, c, eval_model.edge_stride(reduction, s), len(edge_ids),
+                  noise, synchronized, skip_drop_prob, name=f"from{s}")
         for s, edge_ids in enumerate(self.edges_from)]
 
   def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
@@ -245,7 +270,7 @@ class SearchCell(ops.Block):
       if s >= 2:  # every edge into node s has run
         states.append(tf.add_n(incoming.pop(s)))
       y = group(states[s], group_weights[s], training=training,
-                noise_seed=_fold(noise_seed, s), noise_scale=noise_scale)
+                noise_seed=distribute.fold_seed(noise_seed, s), noise_scale=noise_scale)
       for e, out in zip(edge_ids, tf.unstack(y, axis=3)):
         incoming[self.edges[e][0]].append(out)
     states.append(tf.add_n(incoming.pop(1 + self.steps)))
@@ -279,10 +304,7 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
                                    synchronized_bn, method.skip_drop_prob, name=f"cell_{i}"))
       reduction_prev = reduction
       c_prev = space.steps * c_curr  # the next cell's input (the classifier's after the last)
-    # Separate initializer objects: an unseeded Keras initializer repeats its draw.
-    self.classifier = keras.layers.Dense(space.num_classes,
-                                         kernel_initializer=ops.torch_uniform(c_prev),
-                                         bias_initializer=ops.torch_uniform(c_prev))
+    self.classifier = ops.torch_dense(space.num_classes, c_prev)
     shape = (space.num_edges, len(space.primitives))
     def alpha_init():  # a new initializer per tensor, so the two draws differ
       if method.alpha_init_std > 0:
@@ -319,7 +341,8 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
     s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
     for i, cell in enumerate(self.cells):
       w = w_reduce if cell.reduction else w_normal
-      s0, s1 = s1, cell(s0, s1, w, training=training, noise_seed=_fold(noise_seed, i),
+      s0, s1 = s1, cell(s0, s1, w, training=training,
+                        noise_seed=distribute.fold_seed(noise_seed, i),
                         noise_scale=self.noise_scale)
     # Float32 logits under a mixed-precision policy: the loss is computed in float32.
     return tf.cast(self.classifier(tf.reduce_mean(s1, axis=[1, 2])), tf.float32)
