@@ -14,7 +14,7 @@ that it can clip the global gradient, and a second all-reduce would be waste.
 import math
 
 import keras
-from keras import ops
+from keras import ops as kops  # keras.ops: in tfnas, `ops` is tfnas.ops
 
 
 def _bias_correction(beta, t):
@@ -25,7 +25,7 @@ def _bias_correction(beta, t):
   precision it is right to float32 round-off, without float64 ops (which TPUs lack).
   """
   log_beta = math.log(beta) if beta > 0 else -math.inf  # beta = 0: no correction (1)
-  return ops.negative(ops.expm1(ops.multiply(t, log_beta)))
+  return kops.negative(kops.expm1(kops.multiply(t, log_beta)))
 
 
 class _PreReducedGradients(keras.optimizers.Optimizer):
@@ -49,11 +49,11 @@ class TorchSGD(_PreReducedGradients):
     self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
 
   def update_step(self, gradient, variable, learning_rate):
-    lr = ops.cast(learning_rate, variable.dtype)
-    g = ops.cast(gradient, variable.dtype)
+    lr = kops.cast(learning_rate, variable.dtype)
+    g = kops.cast(gradient, variable.dtype)
     buf = self.momentums[self._get_variable_index(variable)]
-    self.assign(buf, ops.add(ops.multiply(buf, self.momentum), g))
-    self.assign_sub(variable, ops.multiply(lr, buf))
+    self.assign(buf, kops.add(kops.multiply(buf, self.momentum), g))
+    self.assign_sub(variable, kops.multiply(lr, buf))
 
   def get_config(self):
     return {**super().get_config(), "momentum": self.momentum}
@@ -75,17 +75,17 @@ class TorchAdam(_PreReducedGradients):
     self.v = [self.add_variable_from_reference(v, "v") for v in variables]
 
   def update_step(self, gradient, variable, learning_rate):
-    lr = ops.cast(learning_rate, variable.dtype)
-    g = ops.cast(gradient, variable.dtype)
-    t = ops.cast(self.iterations + 1, variable.dtype)
+    lr = kops.cast(learning_rate, variable.dtype)
+    g = kops.cast(gradient, variable.dtype)
+    t = kops.cast(self.iterations + 1, variable.dtype)
     bc1, bc2 = _bias_correction(self.beta_1, t), _bias_correction(self.beta_2, t)
     i = self._get_variable_index(variable)
     m, v = self.m[i], self.v[i]
-    self.assign(m, ops.add(ops.multiply(m, self.beta_1), ops.multiply(g, 1.0 - self.beta_1)))
-    self.assign(v, ops.add(ops.multiply(v, self.beta_2),
-                           ops.multiply(ops.square(g), 1.0 - self.beta_2)))
-    denom = ops.add(ops.divide(ops.sqrt(v), ops.sqrt(bc2)), self.epsilon)
-    self.assign_sub(variable, ops.multiply(ops.divide(lr, bc1), ops.divide(m, denom)))
+    self.assign(m, kops.add(kops.multiply(m, self.beta_1), kops.multiply(g, 1.0 - self.beta_1)))
+    self.assign(v, kops.add(kops.multiply(v, self.beta_2),
+                           kops.multiply(kops.square(g), 1.0 - self.beta_2)))
+    denom = kops.add(kops.divide(kops.sqrt(v), kops.sqrt(bc2)), self.epsilon)
+    self.assign_sub(variable, kops.multiply(kops.divide(lr, bc1), kops.divide(m, denom)))
 
   def get_config(self):
     return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
