@@ -435,15 +435,12 @@ def derived_network_counts(genotype, num_classes, image_shape, init_channels=36,
   for the auxiliary head), or {"error": why} when the genotype builds no network (e.g. a
   Fair DARTS genotype with no edge over the threshold).
   """
-  error = None
   for auxiliary in (True, False):
     try:
-      counts = eval_model.counts_from_shapes("cifar", genotype, image_shape, init_channels,
-                                             layers, num_classes, auxiliary)
+      return eval_model.counts_from_shapes("cifar", genotype, image_shape, init_channels,
+                                           layers, num_classes, auxiliary)
     except UserInputError as e:
-      error = error or str(e)
-      continue
-    return counts
+      error = str(e)  # without the head: why there is no network at all
   return {"error": error}
 
 
