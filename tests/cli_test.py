@@ -87,18 +87,6 @@ def test_tf_logs_brings_tensorflow_lines_back():
   assert foreign_lines(result.stderr)  # e.g. oneDNN's banner as TensorFlow loads
 
 
-def test_a_tiny_search_prints_only_its_own_lines(tmp_path):
-  result = run_tool("search.py", "--method=fair_darts", "--dataset=digits", "--steps=2",
-                    "--layers=3", "--init_channels=4", "--epochs=1", "--batch_size=64",
-                    "--train_split=train[:128]", "--val_split=train[128:256]",
-                    f"--model_dir={tmp_path / 'run'}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert foreign_lines(result.stderr) == []
-  # The search's start, the epoch's progress line and its end.
-  assert 3 <= len(result.stderr.splitlines()) <= 5, result.stderr
-  assert "undecided weights: " in result.stdout
-
-
 # A module whose import is stopped by SIGTERM, imported as tensorflow is: its stderr held
 # back by cli's import hook.
 _STOPPED_IMPORT = """

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import cli_test
 from tfnas import genotype as genotype_lib
 from tfnas import methods
 
@@ -45,6 +46,8 @@ def test_search_tool_runs_each_preset(method, expected, tmp_path):
   result = run_tool("search.py", f"--flagfile=flags/{method}_cifar10.flags", *TINY,
                     f"--model_dir={model_dir}")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert cli_test.foreign_lines(result.stderr) == []  # tfnas' own lines only, no TensorFlow's
+  assert ("undecided weights: " in result.stdout) == (method == "fair_darts")
 
   params = _load(model_dir, "params.json")
   for key, value in expected.items():
