@@ -13,9 +13,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from tfnas import cli  # noqa: E402
+from tfnas.runtime import cli  # noqa: E402
 from tools import flags_common  # noqa: E402
-from tfnas.errors import UserInputError  # noqa: E402
+from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 _METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noisy_darts"],
                             "Search method (its op set: 8 ops for darts, 7 otherwise).")
@@ -37,16 +37,16 @@ flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tfnas import distribute
+  from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
-  from tfnas import benchmark
-  from tfnas import genotype
-  from tfnas import methods
-  from tfnas import search_model
-  from tfnas import searcher
+  from tfnas.methods import presets
+  from tfnas.search import benchmark
+  from tfnas.search import searcher
+  from tfnas.spaces.darts_cell import genotype
+  from tfnas.spaces.darts_cell import space as cell_space
 
-  space = search_model.SearchSpace(primitives=genotype.default_primitives(_METHOD.value),
+  space = cell_space.SearchSpace(primitives=genotype.default_primitives(_METHOD.value),
                                    steps=_STEPS.value, layers=_LAYERS.value,
                                    init_channels=_INIT_CHANNELS.value)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
@@ -54,7 +54,7 @@ def main(argv):
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
                                  jit_compile=jit_compile)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value)
-  result = benchmark.benchmark_search_step(space, methods.get_method(_METHOD.value), config,
+  result = benchmark.benchmark_search_step(space, presets.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
                     "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,

@@ -16,16 +16,17 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import flags  # pylint: disable=g-import-not-at-top
 from absl import logging  # pylint: disable=g-import-not-at-top
 
-from tfnas import cli  # pylint: disable=g-import-not-at-top
-from tfnas import genotype  # pylint: disable=g-import-not-at-top
-from tfnas.errors import RunError  # pylint: disable=g-import-not-at-top
-from tfnas.errors import UserInputError  # pylint: disable=g-import-not-at-top
+from tfnas.methods import presets  # pylint: disable=g-import-not-at-top
+from tfnas.runtime import cli  # pylint: disable=g-import-not-at-top
+from tfnas.runtime.errors import RunError  # pylint: disable=g-import-not-at-top
+from tfnas.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
+from tfnas.spaces.darts_cell import genotype  # pylint: disable=g-import-not-at-top
 
 _ALPHAS = flags.DEFINE_string(
     'alphas', None, 'Path to the alphas.json written by the search.',
     required=True)
 _RULE = flags.DEFINE_enum(
-    'rule', 'threshold_sparse', list(genotype.RULES),
+    'rule', 'threshold_sparse', list(presets.SELECTION_RULES),
     'Derivation rule: darts (top-2 edges per node), threshold_sparse (Fair '
     'DARTS default: top-2 edges, best op kept if weight >= threshold) or '
     'threshold_edge (top-2 ops on every edge, kept if weight >= threshold).')

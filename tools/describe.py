@@ -18,8 +18,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from tfnas import cli  # noqa: E402
-from tfnas.errors import UserInputError  # noqa: E402
+from tfnas.runtime import cli  # noqa: E402
+from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 _GENOTYPE = flags.DEFINE_string("genotype", None, "A zoo name or a genotype JSON file.",
                                 required=True)
@@ -42,16 +42,16 @@ _AUXILIARY = flags.DEFINE_boolean(
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tfnas import zoo  # pylint: disable=g-import-not-at-top
+  from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
   g = zoo.resolve(_GENOTYPE.value)
   # Imported only now: a bad genotype fails before TensorFlow loads.
-  from tfnas import eval_model  # pylint: disable=g-import-not-at-top
-  settings = eval_model.network_settings(
+  from tfnas.spaces.darts_cell import networks  # pylint: disable=g-import-not-at-top
+  settings = networks.network_settings(
       _NETWORK.value, init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
       num_classes=_NUM_CLASSES.value, image_size=_IMAGE_SIZE.value)
   size = settings.pop("image_size")
   print(json.dumps({"genotype": _GENOTYPE.value,
-                    **eval_model.counts_from_shapes(_NETWORK.value, g, (size, size),
+                    **networks.counts_from_shapes(_NETWORK.value, g, (size, size),
                                                 auxiliary=_AUXILIARY.value, **settings)}))
 
 

@@ -17,10 +17,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from tfnas import cli  # pylint: disable=g-import-not-at-top
-from tfnas import visualize  # pylint: disable=g-import-not-at-top
-from tfnas import zoo  # pylint: disable=g-import-not-at-top
-from tfnas.errors import UserInputError  # pylint: disable=g-import-not-at-top
+from tfnas.runtime import cli  # pylint: disable=g-import-not-at-top
+from tfnas.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
+from tfnas.spaces.darts_cell import draw  # pylint: disable=g-import-not-at-top
+from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
 
 _GENOTYPE = flags.DEFINE_string(
     'genotype', None,
@@ -31,7 +31,7 @@ _OUTPUT_DIR = flags.DEFINE_string(
     required=True)
 _FORMAT = flags.DEFINE_list(
     'format', ['png'],
-    f"Comma-separated output formats, from: {', '.join(visualize.FORMATS)}.")
+    f"Comma-separated output formats, from: {', '.join(draw.FORMATS)}.")
 
 
 def main(argv):
@@ -41,8 +41,8 @@ def main(argv):
   g = zoo.resolve(_GENOTYPE.value)
   out_dir = pathlib.Path(_OUTPUT_DIR.value)
   for cell in ('normal', 'reduce'):
-    graph = visualize.cell_graph(g, cell)
-    for path in visualize.render(graph, out_dir / cell, formats):
+    graph = draw.cell_graph(g, cell)
+    for path in draw.render(graph, out_dir / cell, formats):
       print(path)
 
 

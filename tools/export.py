@@ -20,8 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from tfnas import cli  # noqa: E402
-from tfnas.errors import UserInputError  # noqa: E402
+from tfnas.runtime import cli  # noqa: E402
+from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
                                  "A tools/train.py model_dir: export its trained network.")
@@ -78,10 +78,10 @@ def main(argv):
           f"{', '.join(shape_flags)} only go with --genotype: --model_dir takes the network's "
           "settings from its params.json")
   else:
-    from tfnas import zoo  # pylint: disable=g-import-not-at-top
+    from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
     g = zoo.resolve(_GENOTYPE.value)
   # Imported only now: bad flags or a bad genotype fail before TensorFlow loads.
-  from tfnas import export  # pylint: disable=g-import-not-at-top
+  from tfnas.train import export  # pylint: disable=g-import-not-at-top
   export.check_export_dir(_EXPORT_DIR.value)  # before the slow build and save
   if _MODEL_DIR.value is not None:
     network, params = export.load_trained(_MODEL_DIR.value)

@@ -17,9 +17,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from tfnas import cli  # noqa: E402
+from tfnas.runtime import cli  # noqa: E402
 from tools import flags_common  # noqa: E402
-from tfnas.errors import UserInputError  # noqa: E402
+from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 # Data.
 _DATA = flags_common.data("digits")
@@ -118,24 +118,24 @@ FLAG_GROUPS = {
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tfnas import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
+  from tfnas.spaces.darts_cell import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
   primitives = _PRIMITIVES.value
   if primitives is None:
     primitives = genotype_lib.default_primitives(_METHOD.value)
   primitives = genotype_lib.check_primitives(primitives)
   # Before anything else touches TensorFlow's devices.
-  from tfnas import distribute
+  from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
 
-  from tfnas import data as data_lib
-  from tfnas import methods
-  from tfnas import progress
-  from tfnas import search_model
-  from tfnas import searcher
-  from tfnas import summaries
+  from tfnas.data import sources
+  from tfnas.methods import presets
+  from tfnas.runtime import progress
+  from tfnas.search import searcher
+  from tfnas.search import summaries
+  from tfnas.spaces.darts_cell import space as cell_space
 
-  method = methods.get_method(
+  method = presets.get_method(
       _METHOD.value, relaxation=_RELAXATION.value, alpha_init_std=_ALPHA_INIT_STD.value,
       zero_one_weight=_ZERO_ONE_WEIGHT.value, zero_one_form=_ZERO_ONE_FORM.value,
       selection_rule=_SELECTION_RULE.value, threshold=_THRESHOLD.value,
@@ -144,13 +144,13 @@ def main(argv):
                        mean=_NOISE_MEAN.value, factor=_NOISE_FACTOR.value,
                        cosine_decay=_NOISE_DECAY.value))
 
-  data_config = data_lib.DataConfig(
+  data_config = sources.DataConfig(
       dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
       data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
       download=_DATA.download.value, seed=_RANDOM.seed.value)
-  data = data_lib.load_search_data(data_config)
+  data = sources.load_search_data(data_config)
 
-  space = search_model.SearchSpace(
+  space = cell_space.SearchSpace(
       primitives=primitives, steps=_STEPS.value, layers=_LAYERS.value,
       init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
       num_classes=data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)

@@ -15,9 +15,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 
-from tfnas import cli  # noqa: E402
+from tfnas.runtime import cli  # noqa: E402
 from tools import flags_common  # noqa: E402
-from tfnas.errors import UserInputError  # noqa: E402
+from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 _GENOTYPE = flags.DEFINE_string("genotype", None, "Zoo name or genotype JSON file.")
 _MODEL_DIR = flags_common.model_dir()
@@ -78,13 +78,13 @@ FLAG_GROUPS = {
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tfnas import distribute
+  from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
-  from tfnas import data as data_lib
-  from tfnas import progress
-  from tfnas import trainer
-  from tfnas import zoo
+  from tfnas.data import sources
+  from tfnas.runtime import progress
+  from tfnas.spaces.darts_cell import zoo
+  from tfnas.train import trainer
 
   genotype = zoo.resolve(_GENOTYPE.value)
   drop_path = _DROP_PATH.value
@@ -101,7 +101,7 @@ def main(argv):
       log_every_steps=_PROGRESS.log_every_steps.value,
       checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,
       checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value)
-  data_config = data_lib.DataConfig(
+  data_config = sources.DataConfig(
       dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
       data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
       download=_DATA.download.value, seed=_RANDOM.seed.value)
