@@ -40,15 +40,13 @@ def main(argv):
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
+  from tfnas import spaces
   from tfnas.methods import presets
   from tfnas.search import benchmark
   from tfnas.search import searcher
-  from tfnas.spaces.darts_cell import genotype
-  from tfnas.spaces.darts_cell import space as cell_space
 
-  space = cell_space.SearchSpace(primitives=genotype.default_primitives(_METHOD.value),
-                                   steps=_STEPS.value, layers=_LAYERS.value,
-                                   init_channels=_INIT_CHANNELS.value)
+  space = spaces.make("darts_cell", _METHOD.value, 10, {
+      "steps": _STEPS.value, "layers": _LAYERS.value, "init_channels": _INIT_CHANNELS.value})
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,

@@ -18,8 +18,8 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tfnas.runtime import cli  # noqa: E402
-from tools import flags_common  # noqa: E402
 from tfnas.runtime.errors import UserInputError  # noqa: E402
+from tools import flags_common  # noqa: E402
 
 # Data.
 _DATA = flags_common.data("digits")
@@ -29,6 +29,9 @@ _VAL_SPLIT = flags.DEFINE_string("val_split", "train[50%:]",
                                  "TFDS split string of the half that trains the alphas.")
 
 # Search space.
+_SEARCH_SPACE = flags.DEFINE_string(
+    "search_space", "darts_cell", "The search space (tfnas.spaces.SPACES): darts_cell, the "
+    "DARTS cell, which the flags below describe.")
 _PRIMITIVES = flags.DEFINE_list(
     "primitives", None,
     "Candidate ops, in order. Default: the 8 DARTS ops for darts, the same without 'none' "
@@ -102,7 +105,8 @@ flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 FLAG_GROUPS = {
     "data": [_DATA.dataset, _TRAIN_SPLIT, _VAL_SPLIT, _DATA.tfds_data_dir, _DATA.download,
              _DATA.image_size],
-    "space": [_PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER, _NUM_CLASSES],
+    "space": [_SEARCH_SPACE, _PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER,
+              _NUM_CLASSES],
     "method": [_METHOD, _RELAXATION, _ALPHA_INIT_STD, _ZERO_ONE_WEIGHT, _ZERO_ONE_FORM,
                _SELECTION_RULE, _THRESHOLD, _ADD_NOISE, _NOISE_TYPE, _NOISE_MIXTURE,
                _NOISE_MEAN, _NOISE_FACTOR, _NOISE_DECAY, _SKIP_DROP_PROB],
@@ -118,11 +122,14 @@ FLAG_GROUPS = {
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from tfnas.spaces.darts_cell import genotype as genotype_lib  # no TensorFlow: an unknown op fails at once
-  primitives = _PRIMITIVES.value
-  if primitives is None:
-    primitives = genotype_lib.default_primitives(_METHOD.value)
-  primitives = genotype_lib.check_primitives(primitives)
+  from tfnas import spaces  # no TensorFlow: a wrong space setting (an unknown op) fails at once
+  settings = {f.name: f.value for f in FLAG_GROUPS["space"]
+              if f.name not in (_SEARCH_SPACE.name, _NUM_CLASSES.name)}
+
+  def make_space(num_classes):
+    return spaces.make(_SEARCH_SPACE.value, _METHOD.value, num_classes, settings)
+
+  make_space(num_classes=2)
   # Before anything else touches TensorFlow's devices.
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
@@ -131,9 +138,9 @@ def main(argv):
   from tfnas.data import sources
   from tfnas.methods import presets
   from tfnas.runtime import progress
+  from tfnas.search import run as search_run
   from tfnas.search import searcher
   from tfnas.search import summaries
-  from tfnas.spaces.darts_cell import space as cell_space
 
   method = presets.get_method(
       _METHOD.value, relaxation=_RELAXATION.value, alpha_init_std=_ALPHA_INIT_STD.value,
@@ -150,10 +157,7 @@ def main(argv):
       download=_DATA.download.value, seed=_RANDOM.seed.value)
   data = sources.load_search_data(data_config)
 
-  space = cell_space.SearchSpace(
-      primitives=primitives, steps=_STEPS.value, layers=_LAYERS.value,
-      init_channels=_INIT_CHANNELS.value, stem_multiplier=_STEM_MULTIPLIER.value,
-      num_classes=data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
+  space = make_space(data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
   config = searcher.SearchConfig(
       epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
       learning_rate_min=_LEARNING_RATE_MIN.value, momentum=_MOMENTUM.value,
@@ -167,25 +171,24 @@ def main(argv):
       precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
 
-  result = searcher.search(space, method, config, data_config, _MODEL_DIR.value,
-                           strategy=strategy, data=data, stop_request=cli.STOP)
+  result = search_run.search(space, method, config, data_config, _MODEL_DIR.value,
+                             strategy=strategy, data=data, stop_request=cli.STOP)
   logging.info("Search finished.")
-  print(json.dumps(genotype_lib.to_json(result.genotype)))
+  print(json.dumps(space.genotype_json(result.genotype)))
   print(f"supernet accuracy in the last epoch: train {result.train_accuracy:.4f}, "
         f"validation {result.val_accuracy:.4f}")
   if result.undecided_fraction is not None:
     low, high = summaries.UNDECIDED
     print(f"undecided weights: {result.undecided_fraction:.2f} (the share of sigmoid weights "
           f"between {low} and {high})")
-  counts = searcher.derived_network_counts(result.genotype, space.num_classes,
-                                             data.image_shape)
+  counts = space.derived_network_counts(result.genotype, data.image_shape)
   h, w = data.image_shape[:2]
   if "error" in counts:
     print(f"derived network: none ({counts['error']})")
   else:
     aux = counts.get("params_with_aux")
     aux = "" if aux is None else f" ({aux:,} with the auxiliary head)"
-    print(f"derived network (C=36, 20 cells, {h}x{w} images): {counts['params']:,} params"
+    print(f"derived network ({counts['network']}, {h}x{w} images): {counts['params']:,} params"
           f"{aux}, {counts['macs']:,} MACs")
   print(f"wall time: {progress.format_duration(time.perf_counter() - START)}")
   for name, path in result.files.items():

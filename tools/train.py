@@ -83,13 +83,14 @@ def main(argv):
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
   from tfnas.data import sources
   from tfnas.runtime import progress
+  from tfnas.spaces.darts_cell import networks
   from tfnas.spaces.darts_cell import zoo
   from tfnas.train import trainer
 
   genotype = zoo.resolve(_GENOTYPE.value)
   drop_path = _DROP_PATH.value
   if drop_path == "auto":
-    drop_path = trainer.auto_drop_path(_GENOTYPE.value, genotype)
+    drop_path = networks.auto_drop_path(_GENOTYPE.value, genotype)
   config = trainer.TrainConfig(
       init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
       auxiliary_weight=_AUXILIARY_WEIGHT.value if _AUXILIARY.value else 0.0,

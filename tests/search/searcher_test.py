@@ -18,12 +18,12 @@ from tfnas.methods import presets
 from tfnas.runtime import distribute
 from tfnas.runtime import updates
 from tfnas.runtime.errors import UserInputError
+from tfnas.search import run as search_run
 from tfnas.search import searcher
 from tfnas.search import summaries
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import space as cell_space
 from tfnas.spaces.darts_cell import supernet
-from tfnas.spaces.darts_cell import zoo
 
 SPACE = cell_space.SearchSpace(primitives=("max_pool_3x3", "skip_connect", "sep_conv_3x3"),
                                  steps=2, layers=3, init_channels=4, num_classes=3)
@@ -172,12 +172,13 @@ def test_float16_search_stops_when_gradients_overflow_even_unscaled(tmp_path):
   s = searcher.Searcher(SMALL_SPACE, presets.METHODS["darts"], config, _one_device(), (8, 8, 3))
   skipped = {"arch_updates_skipped": 0.0, "weight_updates_skipped": 1.0}
   s.weight_loss_scale.scale.assign(2.0)
-  searcher._check_loss_scales(s, skipped, str(tmp_path))  # a scale > 1 may still come down
+  search_run.check_loss_scales(s, skipped, 0, str(tmp_path))  # a scale > 1 may still come down
   s.weight_loss_scale.scale.assign(0.5)
   with pytest.raises(FloatingPointError, match="the weight gradients were not finite even at a "
                      "loss scale below 1 at step 0; the last checkpoint in"):
-    searcher._check_loss_scales(s, skipped, str(tmp_path))
-  searcher._check_loss_scales(s, {**skipped, "weight_updates_skipped": 0.0}, str(tmp_path))
+    search_run.check_loss_scales(s, skipped, 0, str(tmp_path))
+  search_run.check_loss_scales(s, {**skipped, "weight_updates_skipped": 0.0}, 0,
+                                str(tmp_path))
 
 
 @pytest.mark.slow
@@ -204,7 +205,7 @@ def test_coupled_weight_decay_and_clipping_follow_pytorch():
   w0 = [_numpy(v) for v in s.weight_variables]
   x, y = _batch(3)
   with tf.GradientTape() as tape:
-    loss = tf.reduce_mean(s._loss(y, s.model(x, training=True)))
+    loss = tf.reduce_mean(s.loss_fn(y, s.model(x, training=True)))
   grads = tape.gradient(loss, s.weight_variables)
   # The model's BN statistics moved in that forward pass; the step recomputes
   # the same gradient from the same weights (batch statistics in training mode).
@@ -220,8 +221,8 @@ def _search_two_steps(strategy, model_dir, synchronized_bn=None):
   """Two search steps (stopped as an interruption would); the checkpoint and the summaries."""
   config = searcher.SearchConfig(epochs=1, batch_size=16, synchronized_bn=synchronized_bn,
                                  arch_learning_rate=3e-2, log_every_steps=1)
-  assert searcher.search(SMALL_SPACE, presets.METHODS["fair_darts"], config, DATA_CONFIG,
-                         str(model_dir), strategy, DATA, stop_at_step=2) is None
+  assert search_run.search(SMALL_SPACE, presets.METHODS["fair_darts"], config, DATA_CONFIG,
+                           str(model_dir), strategy, DATA, stop_at_step=2) is None
   logged = {f"{split}/{tag}": values for split in ("train", "validation")
             for tag, values in _summaries(model_dir, split).items()
             if tag not in ("images_per_second", "steps_per_second", "custom_scalars__config__")}
@@ -289,17 +290,17 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
   # Noise draws and skip drop-path masks must resume too.
   method = dataclasses.replace(presets.METHODS["noisy_darts"], skip_drop_prob=0.3)
   full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
-  full = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
+  full = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
   # Interrupted in the middle of the second epoch (3 steps per epoch).
-  assert searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA,
-                         stop_at_step=4) is None
+  assert search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA,
+                           stop_at_step=4) is None
   assert tf.train.latest_checkpoint(os.path.join(resumed_dir, "checkpoints")).endswith("-4")
-  resumed = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  resumed = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
   # The resumed epoch's figures cover its steps before the interruption too.
   assert (resumed.train_accuracy, resumed.val_accuracy) == (full.train_accuracy,
                                                             full.val_accuracy)
   # Run again when finished: the last epoch's figures, not nan.
-  again = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  again = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
   assert (again.train_accuracy, again.val_accuracy) == (full.train_accuracy, full.val_accuracy)
   a, b = _alphas(full_dir), _alphas(resumed_dir)
   np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
@@ -332,7 +333,7 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
 def test_model_dir_files_and_summaries(tmp_path):
   model_dir = str(tmp_path)
   method = presets.METHODS["fair_darts"]
-  result = searcher.search(SPACE, method, CONFIG, DATA_CONFIG, model_dir, _one_device(), DATA)
+  result = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, model_dir, _one_device(), DATA)
 
   with open(os.path.join(model_dir, "params.json")) as f:
     params = json.load(f)
@@ -373,13 +374,14 @@ def test_model_dir_files_and_summaries(tmp_path):
         assert logged[-1][1] == pytest.approx(weights[cell][e, k], abs=1e-6)
   assert not any(tag.startswith("arch_weights/") and "node" in tag for tag in train)
   history = json.loads(open(os.path.join(model_dir, "dominant_ops.json")).read())
+  groups = {g.name: g for g in SPACE.weight_groups([weights["normal"], weights["reduce"]])}
   assert history["primitives"] == list(SPACE.primitives) and sorted(history["epochs"]) == ["1", "2"]
   for cell in ("normal", "reduce"):
     # A heatmap per cell type every epoch (steps 3 and 6), the last one of the final weights.
     assert [step for step, _ in train[f"arch_weights/{cell}"]] == [3, 6]
     np.testing.assert_array_equal(
         train[f"arch_weights/{cell}"][-1][1],
-        summaries.heatmap(weights[cell], SPACE.primitives, edges, "sigmoid"))
+        summaries.heatmap(groups[cell], "sigmoid"))
     # The collapse picture every epoch; the last one of both epochs' dominant ops.
     counts = history["epochs"]["2"][cell]
     assert counts == np.bincount(np.argmax(weights[cell], 1), minlength=3).tolist()
@@ -387,7 +389,8 @@ def test_model_dir_files_and_summaries(tmp_path):
     np.testing.assert_array_equal(
         train[f"arch_weights/dominant_ops_{cell}"][-1][1],
         summaries.figure_image(summaries.collapse_figure(
-            [1, 2], [history["epochs"]["1"][cell], counts], SPACE.primitives, cell)))
+            [1, 2], [history["epochs"]["1"][cell], counts], SPACE.primitives, f"{cell} cell",
+            "edges")))
     picture = train[f"cells/{cell}"][-1][1]  # the drawn cell of the current genotype
     assert picture.ndim == 3 and 20 < picture.shape[1] <= 350 and picture.shape[0] > 20
     assert train[f"genotype/skip_connect_{cell}"][-1][1] == sum(
@@ -413,20 +416,20 @@ def test_model_dir_files_and_summaries(tmp_path):
 
 def test_a_model_dir_of_another_configuration_is_refused(tmp_path):
   method = presets.METHODS["darts"]
-  searcher.search(SPACE, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA,
-                  stop_at_step=1)
+  search_run.search(SPACE, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA,
+                    stop_at_step=1)
   with pytest.raises(UserInputError, match="search_space.layers=3, not 4"):
     other = cell_space.SearchSpace(primitives=SPACE.primitives, steps=2, layers=4,
                                      init_channels=4, num_classes=3)
-    searcher.search(other, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA)
+    search_run.search(other, method, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), DATA)
 
 
 def test_a_diverging_loss_stops_with_a_clear_error(tmp_path):
   # Step 1 with an absurd learning rate blows the weights up; step 2 sees it.
   config = searcher.SearchConfig(epochs=2, batch_size=16, learning_rate=1e30)
   with pytest.raises(FloatingPointError, match=r"loss became (nan|inf) at step 2; the last"):
-    searcher.search(SPACE, presets.METHODS["darts"], config, DATA_CONFIG, str(tmp_path),
-                    _one_device(), DATA)
+    search_run.search(SPACE, presets.METHODS["darts"], config, DATA_CONFIG, str(tmp_path),
+                      _one_device(), DATA)
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint"))
 
 
@@ -434,12 +437,12 @@ def test_bad_settings_are_refused(tmp_path):
   with pytest.raises(UserInputError, match="num_classes=5 does not fit random"):
     space = cell_space.SearchSpace(primitives=SPACE.primitives, steps=2, layers=3,
                                      init_channels=4, num_classes=5)
-    searcher.search(space, presets.METHODS["darts"], CONFIG, DATA_CONFIG, str(tmp_path),
-                    _one_device(), DATA)
+    search_run.search(space, presets.METHODS["darts"], CONFIG, DATA_CONFIG, str(tmp_path),
+                      _one_device(), DATA)
   with pytest.raises(UserInputError, match="not divisible by the 2 replicas"):
-    searcher.search(SPACE, presets.METHODS["darts"],
-                    searcher.SearchConfig(epochs=1, batch_size=15), DATA_CONFIG, str(tmp_path),
-                    _two_cpus(), DATA)
+    search_run.search(SPACE, presets.METHODS["darts"],
+                      searcher.SearchConfig(epochs=1, batch_size=15), DATA_CONFIG, str(tmp_path),
+                      _two_cpus(), DATA)
   with pytest.raises(UserInputError, match="batch_size must be >= 1"):
     searcher.SearchConfig(batch_size=0)
   with pytest.raises(UserInputError, match="unknown precision 'float16'; choose one of float32"):
@@ -447,16 +450,3 @@ def test_bad_settings_are_refused(tmp_path):
   with pytest.raises(UserInputError, match="jit_compile needs one replica, not 2"):
     searcher.Searcher(SPACE, presets.METHODS["darts"], searcher.SearchConfig(jit_compile=True),
                       _two_cpus(), (8, 8, 3))
-
-
-def test_derived_network_counts_for_the_closing_summary():
-  counts = searcher.derived_network_counts(zoo.get("DARTS_V2"), 10, (32, 32, 3))
-  assert (counts["params"], counts["params_with_aux"], counts["macs"]) == (
-      3_349_342, 3_825_768, 528_359_040)  # the published network's counts
-  small = searcher.derived_network_counts(zoo.get("DARTS_V2"), 10, (8, 8, 3))
-  assert small["params"] == 3_349_342 and "params_with_aux" not in small  # no room for aux
-  empty = genotype_lib.from_json({"normal": [], "normal_concat": [], "reduce": [],
-                                  "reduce_concat": []})
-  for size in (32, 8):  # the genotype is why, not the head that small images have no room for
-    error = searcher.derived_network_counts(empty, 10, (size, size, 3))["error"]
-    assert "no existing node" in error and "auxiliary" not in error

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from tfnas.data import sources
 from tfnas.runtime.errors import UserInputError
-from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import zoo
 from tfnas.train import trainer
 
@@ -95,22 +94,6 @@ def test_files_schedules_and_counts(tmp_path):
   # Drop path ramps linearly from 0 (0.2 * epoch / epochs); lr is cosine from 0.025 to 0.
   assert scalars("drop_path_prob") == pytest.approx([0.0, 0.1])
   assert scalars("learning_rate") == pytest.approx([0.025, 0.0125])
-
-
-def test_drop_path_granularity_follows_the_cell_style():
-  assert trainer.drop_path_granularity(zoo.get("DARTS_V2")) == "op"
-  assert trainer.drop_path_granularity(zoo.get("FairDARTS_a")) == "node"  # node 3 is missing
-
-
-def test_auto_drop_path_is_node_for_the_fair_darts_zoo_cells_by_name(tmp_path):
-  # FairDARTS_c has two inputs on every node: by its zoo name it still drops nodes, as
-  # Fair DARTS' code trains it; the same cell from a JSON file goes by its shape.
-  fair_c = zoo.get("FairDARTS_c")
-  assert trainer.auto_drop_path("FairDARTS_c", fair_c) == "node"
-  path = tmp_path / "FairDARTS_c"
-  path.write_text(json.dumps(genotype_lib.to_json(fair_c)))
-  assert trainer.auto_drop_path(str(path), zoo.resolve(str(path))) == "op"
-  assert trainer.auto_drop_path("DARTS_V2", zoo.get("DARTS_V2")) == "op"
 
 
 def test_bad_settings_are_refused(tmp_path):

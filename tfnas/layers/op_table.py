@@ -2,7 +2,7 @@
 
 The search network, the evaluation networks, genotype files, alphas files and
 the tools all check op names against it. Pure Python (no TensorFlow), so
-genotypes can be checked before TensorFlow loads; tfnas.ops builds the layers.
+genotypes can be checked before TensorFlow loads; tfnas.layers.ops builds the layers.
 """
 
 # The pooling ops (their kind) and the convolution ops (separable or dilated,

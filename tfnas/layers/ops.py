@@ -249,7 +249,7 @@ class Conv(keras.layers.Layer):
     self.dilation = dilation
     self.depthwise = depthwise
     self.groups = groups
-    # Multiply-accumulates per image of the last call (see eval_model.count_macs).
+    # Multiply-accumulates per image of the last call (see networks.count_macs).
     self.macs = None
 
   def build(self, input_shape):

@@ -94,6 +94,18 @@ def get_strategy(name="auto", tpu_address=None):
   return tf.distribute.MirroredStrategy(devices)
 
 
+def is_chief(strategy):
+  """Whether this process writes the run's files and summaries: on one machine always; in a
+  multi-worker run the chief, or worker 0 of a cluster without one."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
 def check_batch_size(batch_size, strategy):
   """Refuses a global batch that the strategy's replicas cannot share equally."""
   n = strategy.num_replicas_in_sync

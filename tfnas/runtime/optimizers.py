@@ -14,7 +14,7 @@ that it can clip the global gradient, and a second all-reduce would be waste.
 import math
 
 import keras
-from keras import ops as kops  # keras.ops: in tfnas, `ops` is tfnas.ops
+from keras import ops as kops  # keras.ops: in tfnas, `ops` is tfnas.layers.ops
 
 
 def _bias_correction(beta, t):

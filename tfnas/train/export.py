@@ -6,7 +6,7 @@ An export directory holds:
                  `probabilities`, float32 [None, num_classes]; the
                  normalization is inside, so clients need neither tfnas nor
                  the training mean and std;
-  genotype.json  the cells (tfnas.genotype.save);
+  genotype.json  the cells (genotype.save);
   describe.json  params, params_with_aux, macs and ops (networks.network_counts).
 
 load_trained() rebuilds a network from a tools/train.py model_dir: its
@@ -27,7 +27,7 @@ from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import networks
 
 NETWORK_KINDS = tuple(networks.NETWORK_KINDS)
-# The mean and std tfnas.data normalizes CIFAR-10 with, and ImageNet's usual ones: an untrained
+# The mean and std tfnas.data.sources normalizes CIFAR-10 with, and ImageNet's usual ones: an untrained
 # network of that kind normalizes with them.
 _KIND_NORMALIZATION = {
     "cifar": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),

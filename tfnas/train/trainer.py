@@ -7,9 +7,7 @@ cutout 16, the whole training split, evaluation on the test split.
 """
 import dataclasses
 import json
-import math
 import os
-import time
 
 from absl import logging
 import keras
@@ -20,13 +18,13 @@ from tfnas.data import sources
 from tfnas.runtime import checkpointing
 from tfnas.runtime import distribute
 from tfnas.runtime import files
+from tfnas.runtime import loop as loop_lib
 from tfnas.runtime import optimizers
 from tfnas.runtime import progress as progress_lib
 from tfnas.runtime import updates
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import networks
-from tfnas.spaces.darts_cell import zoo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,25 +67,6 @@ class TrainConfig:
       raise UserInputError(f"drop_path must be 'op' or 'node', got {self.drop_path!r}")
 
 
-def drop_path_granularity(genotype):
-  """'op' for DARTS-rule cells (two inputs on every node), 'node' otherwise (Fair DARTS)."""
-  for entries in (genotype.normal, genotype.reduce):
-    nodes = {to for _, to, _ in entries}
-    if any(sum(1 for _, to, _ in entries if to == n) != 2 for n in nodes) or len(
-        genotype_lib.live_nodes(entries)) != len(nodes):
-      return "node"
-  return "op"
-
-
-def auto_drop_path(name_or_path, genotype):
-  """The drop path --drop_path=auto picks for the genotype that `name_or_path` (a zoo name or
-  a JSON file) resolved to: 'node' for the FairDARTS_* zoo cells, trained as Fair DARTS' code
-  trains them even where every node has two inputs; drop_path_granularity otherwise."""
-  if name_or_path.startswith("FairDARTS_") and name_or_path in zoo.NAMES:
-    return "node"
-  return drop_path_granularity(genotype)
-
-
 def _evaluate(eval_step, strategy, data, batch_size):
   """Test loss and accuracy in inference mode over the whole split."""
   total_loss = total_correct = 0.0
@@ -111,7 +90,7 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   epoch; every epoch and at the config's interval), TensorBoard events in
   train/ and validation/, and eval.json with the final and best test accuracy.
   Returns eval.json's dict, or None when stopped early by `stop_at_step`.
-  `stop_request` and `progress` as in searcher.search; model_dir is locked for the run
+  `stop_request` and `progress` as in search.run.search; model_dir is locked for the run
   (files.model_dir_lock): a second run on it is refused.
   """
   with files.model_dir_lock(model_dir):
@@ -124,6 +103,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   strategy = strategy or tf.distribute.get_strategy()
   data = data or sources.load_search_data(data_config)
   distribute.check_batch_size(config.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
   n = strategy.num_replicas_in_sync
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
@@ -157,10 +137,10 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False,
                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-  with tf.device("CPU:0"):
-    # The epoch's running loss, correct predictions and examples, so that a resumed epoch's
-    # figures cover it all.
-    epoch_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
+  # The epoch's running loss, correct predictions and examples, so that a resumed epoch's
+  # figures cover it all (no step count: the layout of the checkpoints written before the
+  # run loop was shared).
+  epoch_sums = loop_lib.EpochSums.variable(_TrainTask.keys, with_steps=False)
   checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=global_step,
                                    epoch=epoch_var, epoch_sums=epoch_sums)
   checkpoints = checkpointing.Checkpointer(
@@ -203,7 +183,8 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   def train_step(iterator):
     loss, right = strategy.run(replica_step, args=next(iterator))
     global_step.assign_add(1)
-    return (strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", right, axis=None))
+    return {"loss_sum": strategy.reduce("SUM", loss, axis=None),
+            "correct": strategy.reduce("SUM", right, axis=None)}
 
   start_step = int(global_step.numpy())
   dataset = pipeline.batches(data.train, data.mean, data.std,
@@ -211,72 +192,94 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
                              epochs=config.epochs, steps_per_epoch=steps_per_epoch,
                              start_step=start_step, augment=data.augment, cutout=config.cutout)
   iterator = distribute.input_iterator(dataset, strategy)
-  writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
-             for name in ("train", "validation")}
   eval_path = os.path.join(model_dir, "eval.json")
   history = {}
   if os.path.lexists(eval_path):
     history = files.read_json(eval_path, expect=dict).get("history", {})
     if not isinstance(history, dict):
       raise UserInputError(f"{eval_path}: 'history' must be a JSON object")
-  progress = progress or progress_lib.Progress(config.epochs, steps_per_epoch,
-                                               config.log_every_steps, config.batch_size)
-  for epoch in range(start_step // steps_per_epoch, config.epochs):
-    optimizer.learning_rate.assign(updates.cosine_learning_rate(
-        config.learning_rate, config.learning_rate_min, epoch, config.epochs))
-    network.drop_path_prob.assign(config.drop_path_prob * epoch / config.epochs)
-    progress.begin_epoch(epoch)
-    first = max(start_step - epoch * steps_per_epoch, 0)
-    # Resumed within the epoch: its first steps' sums come from the checkpoint.
-    loss_sum, right_sum, examples = epoch_sums.numpy().tolist() if first else (0.0, 0.0, 0.0)
-    start, timed_examples = time.perf_counter(), 0
-    for step_in_epoch in range(first, steps_per_epoch):
-      loss, right = (float(t) for t in train_step(iterator))
-      if not math.isfinite(loss):
-        raise FloatingPointError(f"the loss became {loss} at step {int(global_step.numpy())}; "
-                                 f"the last checkpoint in {model_dir} is kept")
-      loss_sum, right_sum, examples = loss_sum + loss, right_sum + right, examples + (
-          config.batch_size)
-      timed_examples += config.batch_size
-      epoch_sums.assign([loss_sum, right_sum, examples])
-      step = int(global_step.numpy())
-      progress.step(step_in_epoch, step, {"loss": f"{loss_sum / examples:.4f}",
-                                          "acc": f"{right_sum / examples:.4f}"})
-      if step == stop_at_step:
-        checkpoints.save()
-        progress.end_epoch()
-        return None
-      # The epoch's end writes its own checkpoint.
-      checkpoints.after_step(save=step_in_epoch + 1 < steps_per_epoch)
-    progress.end_epoch()
-    seconds = time.perf_counter() - start
-    test_loss, test_accuracy = _evaluate(eval_step, strategy, data, config.batch_size)
-    epoch_var.assign(epoch + 1)
-    step = int(global_step.numpy())
-    train_loss, train_accuracy = loss_sum / max(examples, 1), right_sum / max(examples, 1)
-    with writers["train"].as_default(step=step):
-      tf.summary.scalar("loss/cross_entropy", train_loss)
-      tf.summary.scalar("accuracy", train_accuracy)
-      tf.summary.scalar("learning_rate", updates.scalar(optimizer.learning_rate))
-      tf.summary.scalar("drop_path_prob", updates.scalar(network.drop_path_prob))
-      tf.summary.scalar("images_per_second", timed_examples / seconds)
-      tf.summary.scalar("steps_per_second", timed_examples / config.batch_size / seconds)
-    with writers["validation"].as_default(step=step):
-      tf.summary.scalar("loss/cross_entropy", test_loss)
-      tf.summary.scalar("accuracy", test_accuracy)
-    history[str(epoch + 1)] = {"train_loss": train_loss, "train_accuracy": train_accuracy,
-                               "test_loss": test_loss, "test_accuracy": test_accuracy}
-    files.write_json(_eval_summary(history, counts, genotype), eval_path)
-    logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
-                 epoch + 1, config.epochs, train_loss, train_accuracy, test_loss, test_accuracy)
-    # The checkpoint last: a stop after it loses nothing, so it may end the process.
-    checkpoints.save()
-    checkpoints.after_step()
-  for w in writers.values():
-    w.flush()
+  task = _TrainTask(config, model_dir, network, optimizer, global_step, history, counts, genotype,
+                    lambda: train_step(iterator),
+                    lambda: _evaluate(eval_step, strategy, data, config.batch_size))
+  loop = loop_lib.Loop(
+      model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+      global_step=global_step, epoch=epoch_var, sums=epoch_sums, checkpointer=checkpoints,
+      batch_size=config.batch_size, stop_at_step=stop_at_step, chief=chief, with_steps=False,
+      progress=progress or progress_lib.Progress(config.epochs, steps_per_epoch,
+                                                 config.log_every_steps, config.batch_size))
+  if loop.run(task) is None:
+    return None
   summary = _eval_summary(history, counts, genotype)
-  files.write_json(summary, eval_path)
+  if chief:
+    files.write_json(summary, eval_path)
   return summary
+
+
+class _TrainTask:
+  """The retraining's part of the run loop (loop.py): its step, evaluation, files, summaries."""
+
+  keys = ("loss_sum", "correct")
+
+  def __init__(self, config, model_dir, network, optimizer, global_step, history, counts,
+               genotype, step, evaluate):
+    self.config, self.model_dir, self.network, self.optimizer = (config, model_dir, network,
+                                                                 optimizer)
+    self.global_step, self.history, self.counts, self.genotype = (global_step, history, counts,
+                                                                  genotype)
+    self.step, self.evaluate = step, evaluate
+    self.writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
+                    for name in ("train", "validation")}
+    self.epoch_figures, self.rate = None, None
+
+  def begin_epoch(self, epoch):
+    cfg = self.config
+    self.optimizer.learning_rate.assign(updates.cosine_learning_rate(
+        cfg.learning_rate, cfg.learning_rate_min, epoch, cfg.epochs))
+    self.network.drop_path_prob.assign(cfg.drop_path_prob * epoch / cfg.epochs)
+
+  def check_step(self, out, step):
+    del out, step  # nothing beyond the loop's finiteness check
+
+  def loss(self, out):
+    return out["loss_sum"]
+
+  def progress_fields(self, sums):
+    return {"loss": f"{sums.per_example('loss_sum'):.4f}",
+            "acc": f"{sums.per_example('correct'):.4f}"}
+
+  def step_summaries(self, window, step):
+    del window, step  # the training writes its summaries once per epoch
+
+  def end_epoch(self, epoch, sums):
+    seconds = sums.seconds()  # the steps', before the evaluation
+    test_loss, test_accuracy = self.evaluate()
+    self.epoch_figures = {"train_loss": sums.per_example("loss_sum"),
+                          "train_accuracy": sums.per_example("correct"),
+                          "test_loss": test_loss, "test_accuracy": test_accuracy}
+    self.history[str(epoch + 1)] = self.epoch_figures
+    self.rate = sums.timed_examples / seconds
+    logging.info("epoch %d/%d done | train loss %.4f acc %.4f | test loss %.4f acc %.4f",
+                 epoch + 1, self.config.epochs, *self.epoch_figures.values())
+
+  def write_epoch(self, epoch, sums):
+    del epoch, sums
+    f, step = self.epoch_figures, int(self.global_step.numpy())
+    with self.writers["train"].as_default(step=step):
+      tf.summary.scalar("loss/cross_entropy", f["train_loss"])
+      tf.summary.scalar("accuracy", f["train_accuracy"])
+      tf.summary.scalar("learning_rate", updates.scalar(self.optimizer.learning_rate))
+      tf.summary.scalar("drop_path_prob", updates.scalar(self.network.drop_path_prob))
+      tf.summary.scalar("images_per_second", self.rate)
+      tf.summary.scalar("steps_per_second", self.rate / self.config.batch_size)
+    with self.writers["validation"].as_default(step=step):
+      tf.summary.scalar("loss/cross_entropy", f["test_loss"])
+      tf.summary.scalar("accuracy", f["test_accuracy"])
+    files.write_json(_eval_summary(self.history, self.counts, self.genotype),
+                     os.path.join(self.model_dir, "eval.json"))
+
+  def flush(self):
+    for writer in self.writers.values():
+      writer.flush()
 
 
 def _eval_summary(history, counts, genotype):

@@ -285,3 +285,19 @@ def test_describe_refuses_a_node_beyond_the_cell(tmp_path):
   assert result.stderr.strip().splitlines() == [
       f"error: {path}: genotype 'normal' entry 1: node 99 is not in a cell of 4 intermediate "
       "nodes (2..5); a larger cell needs \"steps\" in the genotype"]
+
+
+def test_drop_path_granularity_follows_the_cell_style():
+  assert networks.drop_path_granularity(zoo.get("DARTS_V2")) == "op"
+  assert networks.drop_path_granularity(zoo.get("FairDARTS_a")) == "node"  # node 3 is missing
+
+
+def test_auto_drop_path_is_node_for_the_fair_darts_zoo_cells_by_name(tmp_path):
+  # FairDARTS_c has two inputs on every node: by its zoo name it still drops nodes, as
+  # Fair DARTS' code trains it; the same cell from a JSON file goes by its shape.
+  fair_c = zoo.get("FairDARTS_c")
+  assert networks.auto_drop_path("FairDARTS_c", fair_c) == "node"
+  path = tmp_path / "FairDARTS_c"
+  path.write_text(json.dumps(genotype_lib.to_json(fair_c)))
+  assert networks.auto_drop_path(str(path), zoo.resolve(str(path))) == "op"
+  assert networks.auto_drop_path("DARTS_V2", zoo.get("DARTS_V2")) == "op"

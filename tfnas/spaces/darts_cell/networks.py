@@ -15,6 +15,9 @@ from tfnas.layers import ops
 from tfnas.runtime import distribute
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.darts_cell import genotype as genotype_lib
+from tfnas.spaces.darts_cell import zoo
+from tfnas.spaces.darts_cell.space import edge_stride
+from tfnas.spaces.darts_cell.space import reduction_cells
 
 DROP_PATH_STYLES = ("op", "node")
 
@@ -57,17 +60,6 @@ def _stack(genotype, layers, c_prev_prev, c_prev, c, reduction_prev):
     yield i, (entries, concat, c_prev_prev, c_prev, c, reduction, reduction_prev), c_out
     reduction_prev = reduction
     c_prev_prev, c_prev = c_prev, c_out
-
-
-def reduction_cells(layers):
-  """Indices of the reduction cells among `layers` cells: at 1/3 and 2/3 of the depth
-  (the search network's and the evaluation networks')."""
-  return sorted({layers // 3, 2 * layers // 3})
-
-
-def edge_stride(reduction, src):
-  """An edge's stride: 2 from a cell input (node 0 or 1) of a reduction cell, else 1."""
-  return 2 if reduction and src < 2 else 1
 
 
 def cell_preprocessing(c, reduction_prev, affine, synchronized=False):
@@ -187,6 +179,25 @@ class AuxiliaryHead(ops.Block):
       x = self.bn2(x, training=training)
     x = tf.nn.relu(x)
     return self.classifier(tf.reshape(x, [tf.shape(x)[0], -1]))
+
+
+def drop_path_granularity(genotype):
+  """'op' for DARTS-rule cells (two inputs on every node), 'node' otherwise (Fair DARTS)."""
+  for entries in (genotype.normal, genotype.reduce):
+    nodes = {to for _, to, _ in entries}
+    if any(sum(1 for _, to, _ in entries if to == n) != 2 for n in nodes) or len(
+        genotype_lib.live_nodes(entries)) != len(nodes):
+      return "node"
+  return "op"
+
+
+def auto_drop_path(name_or_path, genotype):
+  """The drop path --drop_path=auto picks for the genotype that `name_or_path` (a zoo name or
+  a JSON file) resolved to: 'node' for the FairDARTS_* zoo cells, trained as Fair DARTS' code
+  trains them even where every node has two inputs; drop_path_granularity otherwise."""
+  if name_or_path.startswith("FairDARTS_") and name_or_path in zoo.NAMES:
+    return "node"
+  return drop_path_granularity(genotype)
 
 
 def _check_network_args(init_channels, layers, num_classes):

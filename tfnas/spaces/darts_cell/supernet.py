@@ -8,6 +8,7 @@ from tfnas.methods import parts
 from tfnas.runtime import distribute
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import networks
+from tfnas.spaces.darts_cell import space as space_lib
 
 
 class MixedOp(ops.Block):
@@ -17,16 +18,16 @@ class MixedOp(ops.Block):
 
   over the candidate ops o_k, with f = softmax over the edge's alphas (DARTS, Noisy
   DARTS) or a sigmoid of each alpha (Fair DARTS). call(x, weights) takes the edge's
-  f(alpha) (methods.relax), one weight per op. Each candidate is its own layer from
+  f(alpha) (methods.parts.relax), one weight per op. Each candidate is its own layer from
   the op table (ops.make_op, as the search builds them: BN without affine parameters,
   a BN after each pool); 'none' is o_k(x) = 0. In training, skip_connect's output
-  gets Noisy DARTS' noise (methods.add_noise, if `noise`) and then drop-path
+  gets Noisy DARTS' noise (methods.parts.add_noise, if `noise`) and then drop-path
   (networks.drop_path with skip_drop_prob) before its weight, as the original:
   w_skip * drop_path(noise(o_skip(x))).
 
   The readable reference, not the fast path: EdgeGroup computes the same for all the
   edges that leave one state at once, and the search network runs that;
-  tests/search_model_test.py checks that the two agree (outputs, gradients, running
+  tests/spaces/darts_cell/supernet_test.py checks that the two agree (outputs, gradients, running
   statistics, and the noise and drop-path draws of an edge).
   """
 
@@ -84,7 +85,7 @@ class EdgeGroup(ops.Block):
   once. An op with parameters per edge ends in an affine-free batch norm, which
   multiplies each edge's channels by that edge's weight (no separate multiply,
   and its output need not be kept for the weight's gradient). The outputs equal
-  separate MixedOps' (tests/search_model_test.py), from a graph a fraction of
+  separate MixedOps' (tests/spaces/darts_cell/supernet_test.py), from a graph a fraction of
   the size. 'none' contributes zero and is not computed; its weight still takes
   part in the softmax. The ops come from the op table (ops.make_op with `edges`),
   but for the dilated convs at stride 2 (below). In training, skip_connect's output
@@ -217,7 +218,7 @@ class SearchCell(ops.Block):
     self.edges_from = [[e for e, (_, src) in enumerate(self.edges) if src == s]
                        for s in range(space.steps + 1)]
     self.groups = [
-        EdgeGroup(space.primitives, c, networks.edge_stride(reduction, s), len(edge_ids),
+        EdgeGroup(space.primitives, c, space_lib.edge_stride(reduction, s), len(edge_ids),
                   noise, synchronized, skip_drop_prob, name=f"from{s}")
         for s, edge_ids in enumerate(self.edges_from)]
 
