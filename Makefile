@@ -6,6 +6,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu
+# pytest-xdist processes: the suite is mostly single-threaded tracing and tools in their
+# own processes, so 2 halve its time on 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup quickstart test quicktest
 
@@ -24,7 +27,7 @@ quickstart: setup
 	$(PY) tools/search.py --flagfile=flags/quickstart.flags --model_dir=runs/quickstart
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 quicktest: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
