@@ -138,8 +138,8 @@ class ListsInCheckpoints:
     return children
 
 
-class Block(ListsInCheckpoints, keras.layers.Layer):
-  """A layer made of other layers that build themselves on their first call.
+class BuildsLazily:
+  """For a Keras layer or model made of layers that build themselves on their first call.
 
   Without a build() of its own, Keras would build such a layer by tracing its
   call symbolically, once per nesting level: minutes for the DARTS supernet.
@@ -147,6 +147,10 @@ class Block(ListsInCheckpoints, keras.layers.Layer):
 
   def build(self, *input_shapes):
     del input_shapes
+
+
+class LazyBlock(BuildsLazily, ListsInCheckpoints, keras.layers.Layer):
+  """A layer made of other layers (BuildsLazily), its lists of layers checkpointed."""
 
 
 class BatchNorm(keras.layers.Layer):
@@ -370,7 +374,7 @@ def recomputed(f, x, *variables):
   return run(x, *[tf.convert_to_tensor(v) for v in variables])
 
 
-class ReLUConvBN(Block):
+class ReLUConvBN(LazyBlock):
   """ReLU -> conv -> BN, the preprocessing op of the cells."""
 
   def __init__(self, c_out, kernel_size, stride, padding, affine, synchronized=False, **kwargs):
@@ -451,7 +455,7 @@ class SepConv(keras.layers.Layer):
     return self.block2(self.block1(x, training=training), training=training, scale=scale)
 
 
-class FactorizedReduce(Block):
+class FactorizedReduce(LazyBlock):
   """ReLU -> two stride-2 1x1 convs, the second on the input shifted by one pixel -> BN.
 
   With `edges` = k it is k of them on the same input, side by side in the
@@ -482,7 +486,7 @@ class FactorizedReduce(Block):
     return self.bn(y, training=training, scale=scale)
 
 
-class Pool(Block):
+class Pool(LazyBlock):
   """3x3 max or average pool, padding 1; the average does not count padding.
 
   In the search network a non-affine BN follows (the original's pool -> BN).
@@ -512,13 +516,13 @@ class Pool(Block):
     return y
 
 
-class Identity(Block):
+class Identity(LazyBlock):
 
   def call(self, x, training=False):
     return x
 
 
-class Zero(Block):
+class Zero(LazyBlock):
   """The 'none' op: zeros, subsampled when the stride is 2."""
 
   def __init__(self, stride, **kwargs):

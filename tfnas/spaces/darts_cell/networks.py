@@ -92,7 +92,7 @@ def drop_path(x, drop_prob, seed=None, edge_axis=None):
   return tf.math.divide_no_nan(x, tf.cast(keep, x.dtype)) * mask
 
 
-class EvalCell(ops.Block):
+class EvalCell(ops.LazyBlock):
   """A cell of the evaluation network, built from one cell of a genotype.
 
   drop_path: "op" drops each op's output except Identity (the DARTS cell);
@@ -139,7 +139,7 @@ class EvalCell(ops.Block):
     return tf.concat([states[n] for n in self.concat], axis=-1)
 
 
-class AuxiliaryHead(ops.Block):
+class AuxiliaryHead(ops.LazyBlock):
   """ReLU -> 5x5 avg pool -> 1x1 conv 128 -> BN -> ReLU -> 2x2 conv 768 [-> BN] -> ReLU -> dense.
 
   CIFAR: pool stride 3 and both BNs; ImageNet: pool stride 2, no second BN (as
@@ -222,7 +222,7 @@ def _check_image_size(kind, layers, auxiliary, height, width):
           f"least {least}x{least}; leave the head out with --noauxiliary")
 
 
-class _Network(ops.ListsInCheckpoints, keras.Model):
+class _Network(ops.BuildsLazily, ops.ListsInCheckpoints, keras.Model):
   """What both evaluation networks share: the cell stack, aux head and drop path."""
 
   def _make_cells(self, genotype, layers, c_prev_prev, c_prev, c, reduction_prev, drop_path):
@@ -240,9 +240,6 @@ class _Network(ops.ListsInCheckpoints, keras.Model):
     self.drop_path_prob = self.add_weight(shape=(), initializer="zeros", trainable=False,
                                           name="drop_path_prob")
     return c_out
-
-  def build(self, input_shape):
-    del input_shape  # the layers build on the first call (see ops.Block)
 
   @property
   def aux_variables(self):

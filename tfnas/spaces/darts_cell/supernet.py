@@ -11,7 +11,7 @@ from tfnas.spaces.darts_cell import networks
 from tfnas.spaces.darts_cell import space as space_lib
 
 
-class MixedOp(ops.Block):
+class MixedOp(ops.LazyBlock):
   """One edge of the search cell as the DARTS paper writes it (eq. 2):
 
       o_mixed(x) = sum_k f(alpha_k) * o_k(x)
@@ -72,7 +72,7 @@ def _edge_weighted(y, w):
   return y * w, grad
 
 
-class EdgeGroup(ops.Block):
+class EdgeGroup(ops.LazyBlock):
   """The mixed ops of every edge that leaves one state of a cell, computed together.
 
   Each edge's output is the sum of every candidate op on the input, weighted by
@@ -199,7 +199,7 @@ class EdgeGroup(ops.Block):
     return y + tf.zeros([self.edges, self.c], y.dtype), distribute.replica_seed(seed)
 
 
-class SearchCell(ops.Block):
+class SearchCell(ops.LazyBlock):
   """A DARTS cell with a mixed op on every edge; outputs the concat of its nodes.
 
   The edges are computed per input state (EdgeGroup): once a state is complete,
@@ -239,7 +239,7 @@ class SearchCell(ops.Block):
     return tf.concat(states[2:], axis=-1)
 
 
-class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
+class SearchNetwork(ops.BuildsLazily, ops.ListsInCheckpoints, keras.Model):
   """The supernet. `arch_variables` are the alphas, one tensor per cell type.
 
   The alphas are tracked Keras weights shared by every cell of their type; the
@@ -280,9 +280,6 @@ class SearchNetwork(ops.ListsInCheckpoints, keras.Model):
     # Set from outside the step (e.g. the noise's cosine decay per epoch).
     self.noise_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
                                        name="noise_scale")
-
-  def build(self, input_shape):
-    del input_shape  # the layers build on the first call (see ops.Block)
 
   @property
   def arch_variables(self):
