@@ -50,7 +50,18 @@ class CountingTask:
     self.calls.append(("flush",))
 
 
-def _loop(model_dir, epochs=2, steps_per_epoch=3, stop_at_step=None, chief=True,
+class _Worker:
+  """A multi-worker strategy as the loop sees it: its cluster resolver."""
+
+  def __init__(self, task_type, task_id, cluster):
+    self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+
+_TWO_WORKERS = {"worker": ["localhost:1", "localhost:2"]}
+
+
+def _loop(model_dir, epochs=2, steps_per_epoch=3, stop_at_step=None, strategy=None,
           stop_request=None):
   step, epoch = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
   sums = loop_lib.EpochSums.variable(CountingTask.keys)
@@ -62,7 +73,8 @@ def _loop(model_dir, epochs=2, steps_per_epoch=3, stop_at_step=None, chief=True,
   return loop_lib.Loop(model_dir=model_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
                        global_step=step, epoch=epoch, sums=sums, checkpointer=checkpointer,
                        progress=progress, batch_size=2, summary_every_steps=2,
-                       stop_at_step=stop_at_step, chief=chief)
+                       stop_at_step=stop_at_step,
+                       strategy=strategy or tf.distribute.get_strategy())
 
 
 def test_epochs_steps_windows_and_checkpoints(tmp_path):
@@ -104,10 +116,21 @@ def test_a_non_finite_output_stops_with_the_step_and_the_model_dir(tmp_path):
 
 
 def test_only_the_chief_writes(tmp_path):
-  loop = _loop(str(tmp_path), chief=False)
+  loop = _loop(str(tmp_path), strategy=_Worker("worker", 1, _TWO_WORKERS))
   task = CountingTask(loop.global_step)
   loop.run(task)
   assert {call[0] for call in task.calls} == {"begin", "end"}
+
+
+@pytest.mark.parametrize("task_type, task_id, cluster, chief", [
+    ("worker", 0, _TWO_WORKERS, True),   # no chief in the cluster: worker 0 writes
+    ("worker", 1, _TWO_WORKERS, False),
+    ("chief", 0, {"chief": ["localhost:3"], **_TWO_WORKERS}, True),
+    ("worker", 0, {"chief": ["localhost:3"], **_TWO_WORKERS}, False),
+])
+def test_the_chief_of_a_cluster(task_type, task_id, cluster, chief, tmp_path):
+  assert _loop(str(tmp_path), strategy=_Worker(task_type, task_id, cluster)).chief == chief
+  assert _loop(str(tmp_path / "one")).chief  # one machine: its one process
 
 
 def test_a_stop_request_saves_after_the_step_and_flushes(tmp_path):

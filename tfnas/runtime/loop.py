@@ -27,6 +27,7 @@ import time
 
 import tensorflow as tf
 
+from tfnas.runtime import distribute
 from tfnas.runtime import stopping
 
 
@@ -93,18 +94,20 @@ class Loop:
     summary_every_steps: the cadence of the task's step summaries (0: none).
     batch_size: examples of one step (global).
     stop_at_step: stop with a checkpoint after this global step (run() returns None).
-    chief: whether this process writes files and summaries.
+    strategy: the run's tf.distribute strategy; its process writes files and summaries if
+      it is the chief (distribute.is_chief; `chief`): the tasks ask the loop.
     with_steps: whether `sums` counts the steps (EpochSums).
   """
 
   def __init__(self, *, model_dir, epochs, steps_per_epoch, global_step, epoch, sums,
-               checkpointer, progress, batch_size, summary_every_steps=0, stop_at_step=None,
-               chief=True, with_steps=True):
+               checkpointer, progress, batch_size, strategy, summary_every_steps=0,
+               stop_at_step=None, with_steps=True):
     self.model_dir, self.epochs, self.steps_per_epoch = model_dir, epochs, steps_per_epoch
     self.global_step, self.epoch, self.sums = global_step, epoch, sums
     self.checkpointer, self.progress, self.batch_size = checkpointer, progress, batch_size
     self.summary_every_steps, self.stop_at_step = summary_every_steps, stop_at_step
-    self.chief, self.with_steps = chief, with_steps
+    self.chief = distribute.is_chief(strategy)
+    self.with_steps = with_steps
 
   def step_number(self):
     return int(self.global_step.numpy())

@@ -99,7 +99,6 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   steps_per_epoch = pipeline.steps_per_epoch(data, config.batch_size)
   space.check_image_size(*data.image_shape[:2])
   params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)
-  chief = distribute.is_chief(strategy)
   files_lib.prepare_model_dir(model_dir, params, _RESUMABLE_CHANGES, "search")
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -114,7 +113,16 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
     logging.info("Resuming from %s at step %d", restored, int(searcher.global_step.numpy()))
   start_step = int(searcher.global_step.numpy())
   task = _SearchTask(searcher, model_dir)
-  if start_step == 0 and chief:
+  loop = loop_lib.Loop(
+      model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+      global_step=searcher.global_step, epoch=searcher.epoch, sums=searcher.epoch_totals,
+      checkpointer=checkpoints, batch_size=config.batch_size, strategy=strategy,
+      # Each step reads a training and a validation batch.
+      progress=progress or progress_lib.Progress(config.epochs, steps_per_epoch,
+                                                 config.log_every_steps,
+                                                 2 * config.batch_size),
+      summary_every_steps=config.log_every_steps, stop_at_step=stop_at_step)
+  if start_step == 0 and loop.chief:
     task.write_layout()
   logging.info("Search: %d epochs x %d steps, global batch %d on %d replica(s), %s",
                config.epochs, steps_per_epoch, config.batch_size, searcher.num_replicas,
@@ -122,22 +130,13 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   dataset = pipeline.search_input(data, global_batch_size=config.batch_size, seed=config.seed,
                                   epochs=config.epochs, start_step=start_step)
   task.iterator = distribute.input_iterator(dataset, strategy)
-  loop = loop_lib.Loop(
-      model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-      global_step=searcher.global_step, epoch=searcher.epoch, sums=searcher.epoch_totals,
-      checkpointer=checkpoints, batch_size=config.batch_size,
-      # Each step reads a training and a validation batch.
-      progress=progress or progress_lib.Progress(config.epochs, steps_per_epoch,
-                                                 config.log_every_steps,
-                                                 2 * config.batch_size),
-      summary_every_steps=config.log_every_steps, stop_at_step=stop_at_step, chief=chief)
   sums = loop.run(task)
   if sums is None:
     return None
   if start_step >= config.epochs * steps_per_epoch:  # nothing left to run: report it
     logging.info("The search in %s is already complete", model_dir)
   genotype = searcher.genotype()
-  if chief:
+  if loop.chief:
     task.write_files(genotype)
   files = {**task.files(),
            "checkpoints": os.path.dirname(checkpoints.manager.latest_checkpoint or

@@ -103,7 +103,6 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   strategy = strategy or tf.distribute.get_strategy()
   data = data or sources.load_search_data(data_config)
   distribute.check_batch_size(config.batch_size, strategy)
-  chief = distribute.is_chief(strategy)
   n = strategy.num_replicas_in_sync
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
@@ -204,13 +203,14 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   loop = loop_lib.Loop(
       model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
       global_step=global_step, epoch=epoch_var, sums=epoch_sums, checkpointer=checkpoints,
-      batch_size=config.batch_size, stop_at_step=stop_at_step, chief=chief, with_steps=False,
+      batch_size=config.batch_size, strategy=strategy, stop_at_step=stop_at_step,
+      with_steps=False,
       progress=progress or progress_lib.Progress(config.epochs, steps_per_epoch,
                                                  config.log_every_steps, config.batch_size))
   if loop.run(task) is None:
     return None
   summary = _eval_summary(history, counts, genotype)
-  if chief:
+  if loop.chief:
     files.write_json(summary, eval_path)
   return summary
 
