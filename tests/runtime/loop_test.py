@@ -62,12 +62,12 @@ _TWO_WORKERS = {"worker": ["localhost:1", "localhost:2"]}
 
 
 def _loop(model_dir, epochs=2, steps_per_epoch=3, stop_at_step=None, strategy=None,
-          stop_request=None):
+          stop_request=None, every_steps=0):
   step, epoch = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
   sums = loop_lib.EpochSums.variable(CountingTask.keys)
   ckpt = tf.train.Checkpoint(step=step, epoch=epoch, sums=sums)
   checkpointer = checkpointing.Checkpointer(ckpt, os.path.join(model_dir, "ckpt"), step,
-                                            stop_request=stop_request)
+                                            every_steps=every_steps, stop_request=stop_request)
   checkpointer.restore()
   progress = progress_lib.Progress(epochs, steps_per_epoch, 100, 1, interactive=False)
   return loop_lib.Loop(model_dir=model_dir, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -150,3 +150,21 @@ def test_a_stop_request_saves_after_the_step_and_flushes(tmp_path):
     loop.run(task)
   assert task.calls[-1] == ("flush",)
   assert tf.train.latest_checkpoint(str(tmp_path / "ckpt")).endswith("ckpt-2")
+
+
+def test_the_summaries_reach_the_disk_before_every_checkpoint(tmp_path):
+  # A stop that ends the process at once right after a save keeps the checkpoint's steps;
+  # their TensorBoard events must be on disk too.
+  loop = _loop(str(tmp_path), every_steps=2)
+  task = CountingTask(loop.global_step)
+  save = loop.checkpointer.manager.save
+
+  def recorded_save(**kwargs):
+    task.calls.append(("save", kwargs["checkpoint_number"]))
+    return save(**kwargs)
+
+  loop.checkpointer.manager.save = recorded_save
+  loop.run(task)
+  saves = [i for i, call in enumerate(task.calls) if call[0] == "save"]
+  assert [task.calls[i][1] for i in saves] == [2, 3, 5, 6]  # every 2 steps and each epoch's end
+  assert all(task.calls[i - 1] == ("flush",) for i in saves)

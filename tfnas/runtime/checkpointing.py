@@ -43,6 +43,10 @@ class Checkpointer:
     variables: what must be finite before a save (default: none is checked).
     stop_request: a stopping.StopRequest honoured by after_step(); its
       unsaved_steps tells a signal handler whether stopping at once would lose a step.
+
+  `before_save`, if set, is called before each save: what must reach the disk with the
+  checkpoint (the run loop flushes the summary writers, so a stop that ends the process at
+  once after a save loses no TensorBoard event of the steps it keeps).
   """
 
   def __init__(self, checkpoint, directory, step_counter, max_to_keep=3, every_steps=0,
@@ -51,6 +55,7 @@ class Checkpointer:
     self.every_steps, self.every_secs = every_steps, every_secs
     self.variables = variables
     self.stop_request = stop_request
+    self.before_save = None
     self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep,
                                               step_counter=step_counter)
     self._saved_step, self._saved_time = None, time.monotonic()
@@ -131,6 +136,8 @@ class Checkpointer:
       raise FloatingPointError(
           f"{bad[0]} is not finite at step {step}; the last checkpoint in {self.directory} is "
           f"kept")
+    if self.before_save is not None:
+      self.before_save()
     self._mark_unsaved(True)  # a signal now waits for the save to finish
     try:
       path = self.manager.save(checkpoint_number=step)

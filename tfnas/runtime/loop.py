@@ -20,7 +20,7 @@ A task has:
   step_summaries(window, step): the summaries of the steps since the last call (chief only)
   end_epoch(epoch, sums): the epoch's work before its checkpoint (evaluation, log line)
   write_epoch(epoch, sums): the epoch's files and summaries (chief only)
-  flush(): writes what the summary writers hold (chief only)
+  flush(): writes what the summary writers hold (chief only; before each checkpoint)
 """
 import math
 import time
@@ -116,6 +116,8 @@ class Loop:
     """Runs the epochs left. Returns the last epoch's EpochSums (from the checkpoint when no
     step was left), or None when stopped at stop_at_step."""
     start_step = self.step_number()
+    # What the summaries wrote reaches the disk with each checkpoint.
+    self.checkpointer.before_save = lambda: self._flush(task)
     sums = None
     try:
       for epoch in range(start_step // self.steps_per_epoch, self.epochs):
@@ -154,7 +156,6 @@ class Loop:
       if step == self.stop_at_step:
         self.checkpointer.save()
         self.progress.end_epoch()
-        self._flush(task)
         return None
       self.checkpointer.after_step(save=not last)  # the epoch's end writes its own checkpoint
     self.progress.end_epoch()
@@ -162,8 +163,7 @@ class Loop:
     self.epoch.assign(epoch + 1)
     if self.chief:
       task.write_epoch(epoch, sums)
-      task.flush()  # the epoch's events are on disk before its checkpoint
-    # The checkpoint last: a stop after it loses nothing, so it may end the process.
+    # The checkpoint last (the summary writers flushed before it): a stop after it loses nothing, so it may end the process.
     self.checkpointer.save()
     self.checkpointer.after_step()
     return sums
