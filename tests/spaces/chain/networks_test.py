@@ -84,6 +84,8 @@ def test_json_round_trip_and_bad_json(tmp_path):
   assert genotype_lib.load(str(path)) == g
   with pytest.raises(UserInputError, match="unknown chain genotype keys: kernel"):
     genotype_lib.from_json({**genotype_lib.to_json(g), "kernel": 3})
+  with pytest.raises(UserInputError, match="se_ratio must be a number, got 'a'"):
+    genotype_lib.from_json({**genotype_lib.to_json(g), "se_ratio": "a"})
   with pytest.raises(UserInputError, match="layer 2: blocks must be a list of"):
     obj = genotype_lib.to_json(g)
     obj["layers"][1]["blocks"] = [3, 6]

@@ -67,6 +67,10 @@ def check(g):
     if getattr(g, name) not in ACTIVATION_NAMES:
       raise UserInputError(f"unknown activation {getattr(g, name)!r}; choose one of "
                            f"{', '.join(ACTIVATION_NAMES)}")
+  for name in ("se_ratio", "dropout"):
+    value = getattr(g, name)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+      raise UserInputError(f"{name} must be a number, got {value!r}")
   if not 0 <= g.se_ratio <= 1 or not 0 <= g.dropout < 1:
     raise UserInputError(f"se_ratio must be in [0, 1] and dropout in [0, 1), got {g.se_ratio} "
                          f"and {g.dropout}")
