@@ -8,6 +8,10 @@ Usage:
 params (without the auxiliary head), params_with_aux (not with --noauxiliary,
 which leaves the head out, e.g. for images under 32x32), macs (one image,
 inference) and the ops the cells build, per cell type.
+
+A chain (python tools/describe.py --genotype=NoisyDARTS_A, or a chain's JSON file)
+prints params, macs (one image, 224x224 unless --image_size), its layers and how
+many layers keep each block ('skip': none); --num_classes defaults to 1000.
 """
 import json
 import pathlib
@@ -39,9 +43,31 @@ _AUXILIARY = flags.DEFINE_boolean(
     "out, as small images need.")
 
 
+def _describe_chain():
+  """A chain's counts: 1000 classes and 224x224 images unless told otherwise."""
+  for flag in (_NETWORK, _INIT_CHANNELS, _LAYERS, _AUXILIARY):
+    if flags.FLAGS[flag.name].present:
+      raise UserInputError(f"--{flag.name} applies to DARTS cells, not to the chain "
+                           f"{_GENOTYPE.value}")
+  from tfnas.spaces.chain import genotype as chain_genotype  # pylint: disable=g-import-not-at-top
+  from tfnas.spaces.chain import zoo  # pylint: disable=g-import-not-at-top
+  g = zoo.resolve(_GENOTYPE.value)
+  # Imported only now: a bad genotype fails before TensorFlow loads.
+  from tfnas.spaces.chain import networks  # pylint: disable=g-import-not-at-top
+  counts = networks.counts_from_shapes(
+      g, image_size=_IMAGE_SIZE.value or 224,
+      num_classes=1000 if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
+  print(json.dumps({"genotype": _GENOTYPE.value, **counts, "layers": len(g.layers),
+                    "ops": chain_genotype.count_blocks(g)}))
+
+
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from tfnas import spaces  # pylint: disable=g-import-not-at-top
+  if spaces.genotype_space(_GENOTYPE.value) == "chain":
+    _describe_chain()
+    return
   from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
   g = zoo.resolve(_GENOTYPE.value)
   # Imported only now: a bad genotype fails before TensorFlow loads.

@@ -1,13 +1,23 @@
 """Chain networks: the published chains' counts, built and from shapes; genotypes and JSON."""
+import json
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfnas import spaces
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.chain import genotype as genotype_lib
 from tfnas.spaces.chain import networks
 from tfnas.spaces.chain import space
 from tfnas.spaces.chain import zoo
+from tfnas.spaces.darts_cell import genotype as cell_genotype
+from tfnas.spaces.darts_cell import zoo as cell_zoo
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 # (params, MACs) of one 224x224 image. NoisyDARTS-A's are the reference's exact recount
 # of its definition (algorithms.md 11.2); the papers round the others: FairNAS-A 4.6 M /
@@ -105,3 +115,47 @@ def test_the_layouts_as_data():
   # FairNAS' 19 layers: the first of each stage changes the shape; 13 may be skipped.
   skips = space.skippable(space.FAIRNAS)
   assert sum(skips) == 13 and not skips[0] and not skips[2] and skips[1]
+
+
+def test_count_blocks_and_resolve(tmp_path):
+  g = _tiny([[(3, 3), (5, 6)], [], [(3, 3)]])
+  assert genotype_lib.count_blocks(g) == {"k3_e3": 2, "k5_e6": 1, "skip": 1}
+  path = tmp_path / "tiny.json"
+  genotype_lib.save(g, str(path))
+  assert zoo.resolve(str(path)) == g and zoo.resolve("MobileNetV2") == zoo.get("MobileNetV2")
+  with pytest.raises(UserInputError, match="is a directory, not a genotype JSON file"):
+    zoo.resolve(str(tmp_path))
+  with pytest.raises(UserInputError, match="neither a chain's zoo name nor an existing file"):
+    zoo.resolve("FairNAS_Z")
+
+
+def test_a_genotype_names_its_space(tmp_path):
+  path = tmp_path / "tiny.json"
+  genotype_lib.save(_tiny([[(3, 3)], [], [(3, 3)]]), str(path))
+  assert spaces.genotype_space("NoisyDARTS_A") == spaces.genotype_space(str(path)) == "chain"
+  assert spaces.genotype_space("DARTS_V2") == "darts_cell"
+  cell = tmp_path / "cell.json"
+  cell.write_text(json.dumps(cell_genotype.to_json(cell_zoo.get("DARTS_V2"))))
+  assert spaces.genotype_space(str(cell)) == "darts_cell"
+  assert spaces.genotype_space("no_such_file") == "darts_cell"  # whose errors name it
+
+
+def _describe(*args):
+  return subprocess.run([sys.executable, str(ROOT / "tools" / "describe.py"), *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_describe_counts_a_chain(tmp_path):
+  out = json.loads(_describe("--genotype=NoisyDARTS_A").stdout)
+  assert (out["params"], out["macs"], out["layers"]) == (*PUBLISHED["NoisyDARTS_A"], 19)
+  assert sum(out["ops"].values()) == 19
+  path = tmp_path / "tiny.json"
+  genotype_lib.save(_tiny([[(3, 3)], [], [(3, 3)]]), str(path))
+  out = json.loads(_describe(f"--genotype={path}", "--image_size=16", "--num_classes=5").stdout)
+  assert {k: out[k] for k in ("params", "macs")} == networks.counts_from_shapes(
+      genotype_lib.load(str(path)), image_size=16, num_classes=5)
+  refused = _describe("--genotype=FairNAS_B", "--init_channels=8")
+  assert refused.returncode == 2
+  assert refused.stderr.strip() == ("error: --init_channels applies to DARTS cells, not to the "
+                                    "chain FairNAS_B")

@@ -137,3 +137,12 @@ def load(path):
     return from_json(obj)
   except UserInputError as e:
     raise UserInputError(f"{path}: {e}") from None
+
+
+def count_blocks(g):
+  """How many layers keep each candidate ('k3_e6', ...; 'skip' for the identity)."""
+  counts = {}
+  for layer in g.layers:
+    for name in [f"k{k}_e{e}" for k, e in layer.blocks] or ["skip"]:
+      counts[name] = counts.get(name, 0) + 1
+  return dict(sorted(counts.items()))

@@ -6,6 +6,8 @@ NoisyDARTS_A: NoisyDARTS verify_se.py (swish and squeeze-excitation 0.25 in ever
 inverted-residual block, ReLU in the stem, the separable block and the head; no dropout).
 MobileNetV2: the hand-designed reference (ReLU6, kernel 3 and expansion 6, dropout 0.2).
 """
+import os
+
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.chain import genotype as genotype_lib
 
@@ -46,3 +48,15 @@ def get(name):
     raise UserInputError(f"unknown chain {name!r}; known: {', '.join(NAMES)}")
   rows, options = ROWS[name]
   return genotype_lib.from_rows(rows, **options)
+
+
+def resolve(name_or_path):
+  """A chain from a zoo name or a chain genotype JSON file (zoo names win)."""
+  if name_or_path in ROWS:
+    return get(name_or_path)
+  if os.path.isdir(name_or_path):
+    raise UserInputError(f"genotype {name_or_path!r} is a directory, not a genotype JSON file")
+  if os.path.isfile(name_or_path):
+    return genotype_lib.load(name_or_path)
+  raise UserInputError(f"genotype {name_or_path!r} is neither a chain's zoo name nor an "
+                       f"existing file; chains: {', '.join(NAMES)}")
