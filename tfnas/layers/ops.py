@@ -17,6 +17,7 @@ import functools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfnas.layers.op_table import CONV_OPS, OP_NAMES, POOL_OPS  # noqa: F401 (the op table)
@@ -345,6 +346,23 @@ class Conv(keras.layers.Layer):
     per_output = self.kernel_size * self.kernel_size * (
         1 if self.depthwise else c_in // self.groups)
     self.macs = int(h) * int(w) * per_output * self.filters
+
+
+def layer_macs(model, excluded=()):
+  """Multiply-accumulates of the last call, per image: every ops.Conv (its recorded count)
+  and every Dense layer of `model`, except the layers within `excluded` (layers)."""
+  # Keras 3 has no public walk over nested layers; Model.layers uses this one.
+  # pylint: disable=protected-access
+  skip = {id(sub) for layer in excluded for sub in layer._flatten_layers()}
+  total = 0
+  for layer in model._flatten_layers():
+    if id(layer) in skip:
+      continue
+    if isinstance(layer, Conv):
+      total += layer.macs
+    elif isinstance(layer, keras.layers.Dense):
+      total += int(np.prod(layer.kernel.shape))
+  return total
 
 
 def recomputed(f, x, *variables):

@@ -66,13 +66,7 @@ def count_params(model):
 def count_macs(model, image_size):
   """MACs of one image's inference, from the layers' shapes in one forward pass."""
   model(tf.zeros([1, image_size, image_size, 3]), training=False)
-  total = 0
-  for layer in model._flatten_layers():  # pylint: disable=protected-access
-    if isinstance(layer, ops.Conv):
-      total += layer.macs
-    elif isinstance(layer, keras.layers.Dense):
-      total += int(np.prod(layer.kernel.shape))
-  return total
+  return ops.layer_macs(model)
 
 
 def _conv_bn(c_in, c_out, k, size, depthwise=False):

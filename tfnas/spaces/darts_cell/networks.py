@@ -365,19 +365,8 @@ def count_macs(model, image_shape):
   if len(image_shape) == 2:
     image_shape = (*image_shape, 3)
   model(tf.zeros([1, *image_shape]), training=False)
-  # Keras 3 has no public walk over nested layers; Model.layers uses this one.
-  # pylint: disable=protected-access
   aux = model.auxiliary_head
-  excluded = set() if aux is None else {id(layer) for layer in aux._flatten_layers()}
-  total = 0
-  for layer in model._flatten_layers():
-    if id(layer) in excluded:
-      continue
-    if isinstance(layer, ops.Conv):
-      total += layer.macs
-    elif isinstance(layer, keras.layers.Dense):
-      total += int(np.prod(layer.kernel.shape))
-  return total
+  return ops.layer_macs(model, excluded=() if aux is None else (aux,))
 
 
 def network_counts(network, genotype, image_shape):
