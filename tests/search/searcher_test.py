@@ -21,6 +21,8 @@ from tfnas.runtime.errors import UserInputError
 from tfnas.search import run as search_run
 from tfnas.search import searcher
 from tfnas.search import summaries
+from tfnas.spaces.chain import genotype as chain_genotype
+from tfnas.spaces.chain import space as chain_space
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import space as cell_space
 from tfnas.spaces.darts_cell import supernet
@@ -30,6 +32,10 @@ SPACE = cell_space.SearchSpace(primitives=("max_pool_3x3", "skip_connect", "sep_
 # Multi-replica graphs trace slowly on CPU: the smallest cell that still has both cell types.
 SMALL_SPACE = cell_space.SearchSpace(primitives=("skip_connect", "sep_conv_3x3"), steps=1,
                                        layers=3, init_channels=4, num_classes=3)
+# A chain of two layers: the first may be skipped, the second halves the image.
+CHAIN = chain_space.SearchSpace(layout=((8, 1), (8, 2)), kernels=(3, 5), expansions=(3,),
+                                stem_channels=8, first_channels=8, head_channels=8,
+                                num_classes=3)
 CONFIG = searcher.SearchConfig(epochs=2, batch_size=16, log_every_steps=1)
 DATA_CONFIG = sources.DataConfig(dataset="random-test-data")  # only recorded in params.json
 
@@ -217,11 +223,11 @@ def test_coupled_weight_decay_and_clipping_follow_pytorch():
     np.testing.assert_allclose(_numpy(v), w - 0.5 * (g.numpy() + 0.1 * w), rtol=1e-4, atol=1e-7)
 
 
-def _search_two_steps(strategy, model_dir, synchronized_bn=None):
+def _search_two_steps(strategy, model_dir, synchronized_bn=None, space=SMALL_SPACE):
   """Two search steps (stopped as an interruption would); the checkpoint and the summaries."""
   config = searcher.SearchConfig(epochs=1, batch_size=16, synchronized_bn=synchronized_bn,
                                  arch_learning_rate=3e-2, log_every_steps=1)
-  assert search_run.search(SMALL_SPACE, presets.METHODS["fair_darts"], config, DATA_CONFIG,
+  assert search_run.search(space, presets.METHODS["fair_darts"], config, DATA_CONFIG,
                            str(model_dir), strategy, DATA, stop_at_step=2) is None
   logged = {f"{split}/{tag}": values for split in ("train", "validation")
             for tag, values in _summaries(model_dir, split).items()
@@ -230,9 +236,10 @@ def _search_two_steps(strategy, model_dir, synchronized_bn=None):
 
 
 @pytest.mark.slow
-def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path):
-  one, logged_one = _search_two_steps(_one_device(), tmp_path / "one")
-  two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two")
+@pytest.mark.parametrize("space", [SMALL_SPACE, CHAIN], ids=["darts_cell", "chain"])
+def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path, space):
+  one, logged_one = _search_two_steps(_one_device(), tmp_path / "one", space=space)
+  two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two", space=space)
   # Every saved tensor: weights, alphas, batch-norm statistics, optimizer slots.
   assert one.keys() == two.keys()
   for key in one:
@@ -248,7 +255,8 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path):
                                rtol=1e-4, atol=1e-6, err_msg=tag)
   # Without synchronized batch norm the replicas normalize with half-batch
   # statistics, and the result is measurably different.
-  unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False)
+  unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False,
+                                  space=space)
   assert max(np.max(np.abs(one[k] - unsynced[k])) for k in one) > 1e-4
 
 
@@ -412,6 +420,69 @@ def test_model_dir_files_and_summaries(tmp_path):
           f"arch_weights/{cell}/node{to}/from{src}"}
     assert not any(re.search(p, t) for p in patterns for t in [*train, *val])
   assert "noise_scale" not in val  # Fair DARTS has no noise
+
+
+def _chain_weights(alphas, relaxation):
+  """[layers, ops] relaxed from alphas.json's rows (null: a layer without the identity)."""
+  a = np.array([[np.nan if v is None else v for v in row] for row in alphas], np.float64)
+  if relaxation == "sigmoid":
+    return 1 / (1 + np.exp(-a))
+  e = np.exp(np.nan_to_num(a, nan=-np.inf))
+  return np.where(np.isnan(a), np.nan, e / e.sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("method_name", ["darts", "fair_darts", "noisy_darts"])
+def test_a_chain_search_writes_its_files_and_summaries(tmp_path, method_name):
+  model_dir = str(tmp_path)
+  method = presets.METHODS[method_name]
+  result = search_run.search(CHAIN, method, CONFIG, DATA_CONFIG, model_dir, _one_device(), DATA)
+  params = json.loads(open(os.path.join(model_dir, "params.json")).read())
+  assert params["search_space"]["layout"] == [[8, 1], [8, 2]]
+  alphas = _alphas(model_dir)
+  assert alphas["ops"] == ["k3_e3", "k5_e3", "skip"] and alphas["alphas"][1][2] is None
+  weights = _chain_weights(alphas["alphas"], method.relaxation)
+  derived = chain_space.derive(CHAIN, weights, method.selection_rule, method.threshold)
+  assert chain_genotype.load(os.path.join(model_dir, "genotype.json")) == derived == (
+      result.genotype)
+  if method.alpha_init_std == 0:  # they moved
+    assert np.min(np.abs(np.nan_to_num(np.array(alphas["alphas"], np.float64), nan=1))) > 1e-5
+  train, val = _summaries(model_dir, "train"), _summaries(model_dir, "validation")
+  # Each op's weight per layer in the op's run; the identity only where the layer has it.
+  for k, op in enumerate(CHAIN.ops):
+    logged = _summaries(model_dir, f"arch/{k}_{op}")
+    tags = ["arch_weights/layers/layer01"] + ["arch_weights/layers/layer02"] * (op != "skip")
+    assert sorted(logged) == sorted(set(tags))
+    for row, tag in enumerate(tags):
+      assert logged[tag][-1][1] == pytest.approx(weights[row, k], abs=1e-6)
+  (group,) = CHAIN.weight_groups([np.array(w, np.float32) for w in (
+      weights[:, :2], weights[[0], 2])])
+  np.testing.assert_array_equal(train["arch_weights/layers"][-1][1],
+                                summaries.heatmap(group, method.relaxation))
+  assert train["chain"][-1][1].shape[1] <= 350
+  assert train["genotype/skipped_layers"][-1][1] == sum(
+      not layer.blocks for layer in result.genotype.layers)
+  assert json.loads(train["genotype"][-1][1].strip("`")) == chain_genotype.to_json(
+      result.genotype)
+  assert ("noise_scale" in val) == (method.noise is not None)
+  assert ("loss/zero_one" in val) == (method.zero_one_weight > 0)
+
+
+@pytest.mark.slow
+def test_a_resumed_chain_search_equals_the_uninterrupted_one(tmp_path):
+  method = dataclasses.replace(presets.METHODS["noisy_darts"], skip_drop_prob=0.3)
+  full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+  full = search_run.search(CHAIN, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
+  assert search_run.search(CHAIN, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA,
+                           stop_at_step=4) is None
+  resumed = search_run.search(CHAIN, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(),
+                              DATA)
+  assert (resumed.train_accuracy, resumed.val_accuracy, resumed.genotype) == (
+      full.train_accuracy, full.val_accuracy, full.genotype)
+  a_ckpt, b_ckpt = _checkpoint_values(full_dir), _checkpoint_values(resumed_dir)
+  assert a_ckpt.keys() == b_ckpt.keys()
+  assert sum("moving_variance" in k for k in a_ckpt) == 3 + 2 * 3 * 2 + 1  # every BN
+  for key in a_ckpt:
+    np.testing.assert_allclose(a_ckpt[key], b_ckpt[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_a_model_dir_of_another_configuration_is_refused(tmp_path):

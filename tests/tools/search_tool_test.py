@@ -165,6 +165,10 @@ BAD_INPUTS = {
                    "--val_split=train[50%:]", "--batch_size=4"],
                   "images of 6x6 do not fit 2 reductions"),
     "model_dir": (["--model_dir=/proc/no/such/dir"], "cannot write to model_dir /proc/no/such/dir"),
+    "cell flags for a chain": (["--search_space=chain"], "the chain space has no setting "
+                               "init_channels, layers, primitives, steps"),
+    "chain flags for a cell": (["--layout=proxy", "--se_ratio=0.25"],
+                               "the darts_cell space has no setting layout, se_ratio"),
 }
 
 

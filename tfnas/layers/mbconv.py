@@ -31,12 +31,13 @@ def se_channels(c_in, ratio):
 
 
 class ConvBN(ops.LazyBlock):
-  """conv -> BN -> activation (None: no activation)."""
+  """conv -> BN -> activation (None: no activation). `affine` and `synchronized` are the BN's."""
 
-  def __init__(self, c_out, kernel_size, stride=1, depthwise=False, act=None, **kwargs):
+  def __init__(self, c_out, kernel_size, stride=1, depthwise=False, act=None, affine=True,
+               synchronized=False, **kwargs):
     super().__init__(**kwargs)
     self.conv = ops.Conv(c_out, kernel_size, stride, kernel_size // 2, depthwise=depthwise)
-    self.bn = ops.BatchNorm(affine=True)
+    self.bn = ops.BatchNorm(affine=affine, synchronized=synchronized)
     self.act = None if act is None else activation(act)
 
   def call(self, x, training=False):
@@ -62,15 +63,18 @@ class SqueezeExcite(keras.layers.Layer):
 class InvertedResidual(ops.LazyBlock):
   """MBConv without its residual: 1x1 expansion (none when expansion is 1), k x k depthwise
   conv with the stride, squeeze-excitation (se_ratio > 0), 1x1 projection; the layer that
-  holds it adds the residual (a chain layer may sum several of them)."""
+  holds it adds the residual (a chain layer may sum several of them). `affine` and
+  `synchronized` are its batch norms' (the search's candidates have affine-free ones)."""
 
-  def __init__(self, c_in, c_out, kernel_size, expansion, stride, act, se_ratio=0.0, **kwargs):
+  def __init__(self, c_in, c_out, kernel_size, expansion, stride, act, se_ratio=0.0,
+               affine=True, synchronized=False, **kwargs):
     super().__init__(**kwargs)
     mid = c_in * expansion
-    self.expand = ConvBN(mid, 1, act=act) if expansion != 1 else None
-    self.depthwise = ConvBN(mid, kernel_size, stride, depthwise=True, act=act)
+    bn = dict(affine=affine, synchronized=synchronized)
+    self.expand = ConvBN(mid, 1, act=act, **bn) if expansion != 1 else None
+    self.depthwise = ConvBN(mid, kernel_size, stride, depthwise=True, act=act, **bn)
     self.se = (SqueezeExcite(mid, se_channels(c_in, se_ratio), act) if se_ratio > 0 else None)
-    self.project = ConvBN(c_out, 1)
+    self.project = ConvBN(c_out, 1, **bn)
 
   def call(self, x, training=False):
     y = x if self.expand is None else self.expand(x, training=training)
@@ -83,10 +87,10 @@ class InvertedResidual(ops.LazyBlock):
 class DepthwiseSeparable(ops.LazyBlock):
   """k x k depthwise conv, BN, activation; 1x1 conv, BN; no residual (FairNAS' second block)."""
 
-  def __init__(self, c_in, c_out, kernel_size, act, **kwargs):
+  def __init__(self, c_in, c_out, kernel_size, act, synchronized=False, **kwargs):
     super().__init__(**kwargs)
-    self.depthwise = ConvBN(c_in, kernel_size, depthwise=True, act=act)
-    self.project = ConvBN(c_out, 1)
+    self.depthwise = ConvBN(c_in, kernel_size, depthwise=True, act=act, synchronized=synchronized)
+    self.project = ConvBN(c_out, 1, synchronized=synchronized)
 
   def call(self, x, training=False):
     return self.project(self.depthwise(x, training=training), training=training)

@@ -119,6 +119,25 @@ def _depthwise_conv(x, kernel, stride, padding):
   return conv(x, tf.convert_to_tensor(kernel))
 
 
+def drop_path(x, drop_prob, seed=None, edge_axis=None):
+  """Zeroes whole samples with probability drop_prob and scales the rest by 1/keep.
+
+  `seed` is a stateless [2] int seed; None draws one from the global generator.
+  `edge_axis`: x holds several edges' outputs along this axis, each dropped on its own.
+  """
+  if seed is None:
+    seed = distribute.fresh_seed()
+  keep = 1.0 - tf.cast(drop_prob, tf.float32)
+  mask_shape = [tf.shape(x)[0]] + [1] * (x.shape.rank - 1)
+  if edge_axis is not None:
+    mask_shape[edge_axis] = tf.shape(x)[edge_axis]
+  u = tf.random.stateless_uniform(tf.stack(mask_shape), seed)
+  # u < keep (not floor(keep + u), which rounds up to 2 near u = 1): keep = 1
+  # keeps every sample exactly, keep = 0 drops all without dividing by zero.
+  mask = tf.cast(u < keep, x.dtype)
+  return tf.math.divide_no_nan(x, tf.cast(keep, x.dtype)) * mask
+
+
 class ListsInCheckpoints:
   """Puts the layers a Keras layer keeps in lists into its tf.train.Checkpoint.
 

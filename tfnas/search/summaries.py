@@ -10,7 +10,9 @@ arch_weights/<group>/<row> (e.g. arch_weights/normal/node3/from1) holds that
 op's weight in one row. The Custom Scalars dashboard has one chart per group
 and row, with one line (one colour, named in the run list) per op. Also
 scalars: the genotype's (e.g. skip_connect counts) and, for a sigmoid
-relaxation, the fraction of weights still undecided (between 0.15 and 0.85).
+relaxation, the fraction of weights still undecided (between 0.15 and 0.85). A
+row may lack an op (NaN in its WeightGroup: a chain layer whose shape changes has
+no identity): it has no line there, and a grey cell in the heatmap.
 Images, drawn for TensorBoard's 350-pixel cards: per group a heatmap of the
 weights and the Fair DARTS paper's picture of collapse (how many rows each op
 dominates, epoch by epoch); the pictures of the current genotype. Text: the
@@ -72,15 +74,17 @@ def heatmap_figure(group, relaxation):
 
   The colour scale runs from 0 to 1 for sigmoid weights, to the highest weight for softmax.
   """
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
   from matplotlib import figure  # pylint: disable=import-outside-toplevel
   w = np.asarray(group.weights, np.float32)
   ops, row_labels = group.ops, [label for _, label in group.rows]
   # Softmax weights share 1 among the ops of an edge, near 1/ops for long: on a scale to 1
   # they would all look alike, so their scale ends at the highest weight.
-  vmax = 1.0 if relaxation == "sigmoid" else max(float(w.max()), 1e-6)
+  vmax = 1.0 if relaxation == "sigmoid" else max(float(np.nanmax(w)), 1e-6)
   fig = figure.Figure(figsize=(_WIDTH, 1.6 + 0.22 * len(row_labels)), dpi=_DPI)
   ax = fig.add_subplot()
-  image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
+  cmap = colormaps["viridis"].with_extremes(bad="lightgray")  # an op the row lacks
+  image = ax.imshow(w, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto",
                     interpolation="nearest")
   ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right",
                 rotation_mode="anchor", fontsize=_FONT)
@@ -107,8 +111,10 @@ def heatmap(group, relaxation):
 
 
 def dominant_counts(weights):
-  """How many rows each op dominates: the op of the highest weight, per row ([rows, ops])."""
-  w = np.asarray(weights)
+  """How many rows each op dominates: the op of the highest weight, per row ([rows, ops];
+  NaN where a row lacks an op)."""
+  w = np.asarray(weights, np.float64)
+  w = np.where(np.isnan(w), -np.inf, w)
   return np.bincount(np.argmax(w, axis=1), minlength=w.shape[1]).tolist()
 
 
@@ -149,8 +155,9 @@ def _op_colors(n):
 
 
 def undecided_fraction(weights_list):
-  """The fraction of weights strictly between 0.15 and 0.85."""
-  w = np.concatenate([np.asarray(x).ravel() for x in weights_list])
+  """The fraction of weights strictly between 0.15 and 0.85 (NaN, an op a row lacks, is none)."""
+  w = np.concatenate([np.asarray(x, np.float64).ravel() for x in weights_list])
+  w = w[~np.isnan(w)]
   return float(np.mean((w > UNDECIDED[0]) & (w < UNDECIDED[1])))
 
 
@@ -194,7 +201,8 @@ class ArchSummaries:
       for k, writer in enumerate(self._op_writers(g.ops)):
         with writer.as_default(step=step):
           for r, (tag, _) in enumerate(g.rows):
-            tf.summary.scalar(arch_weight_tag(g.name, tag), g.weights[r][k])
+            if not np.isnan(g.weights[r][k]):
+              tf.summary.scalar(arch_weight_tag(g.name, tag), g.weights[r][k])
     for g in groups:
       tf.summary.image(f"arch_weights/{g.name}", heatmap(g, self.relaxation)[None], step=step,
                        description=self.heatmap_description(g))

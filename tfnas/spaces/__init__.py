@@ -3,11 +3,12 @@ import os
 
 from tfnas.runtime import files
 from tfnas.runtime.errors import UserInputError
+from tfnas.spaces.chain import space as chain
 from tfnas.spaces.chain import zoo as chain_zoo
 from tfnas.spaces.darts_cell import space as darts_cell
 from tfnas.spaces.darts_cell import zoo as cell_zoo
 
-SPACES = {"darts_cell": darts_cell.SearchSpace}
+SPACES = {"darts_cell": darts_cell.SearchSpace, "chain": chain.SearchSpace}
 
 
 def make(name, method_name, num_classes, settings):

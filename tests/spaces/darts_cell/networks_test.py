@@ -132,7 +132,7 @@ def test_drop_path_only_when_probability_is_set(small):
 
 def test_drop_path_zeroes_samples_and_scales_the_rest():
   x = tf.ones([64, 2, 2, 3])
-  y = networks.drop_path(x, 0.25, _seed(5)).numpy()
+  y = ops.drop_path(x, 0.25, _seed(5)).numpy()
   per_sample = y.reshape(64, -1)
   assert np.all((per_sample == 0.0).all(axis=1) | np.isclose(per_sample, 1 / 0.75).all(axis=1))
   dropped = (per_sample == 0.0).all(axis=1).sum()

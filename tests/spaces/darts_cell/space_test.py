@@ -32,8 +32,9 @@ def test_make_takes_the_methods_op_set_and_refuses_what_the_space_lacks():
   assert fair == dataclasses.replace(darts, primitives=OPS_FAIR)
   with pytest.raises(UserInputError, match="the darts_cell space has no setting kernels"):
     spaces.make("darts_cell", "darts", 10, {"kernels": [3, 5]})
-  with pytest.raises(UserInputError, match="unknown search space 'chain'; choose one of"):
-    spaces.make("chain", "darts", 10, {})
+  with pytest.raises(UserInputError, match="unknown search space 'cells'; choose one of "
+                     "darts_cell, chain"):
+    spaces.make("cells", "darts", 10, {})
   with pytest.raises(UserInputError, match="sep_conv_9x9"):
     spaces.make("darts_cell", "darts", 10, {"primitives": ["sep_conv_9x9"]})
 

@@ -70,21 +70,28 @@ def count_macs(model, image_size):
 
 
 def _conv_bn(c_in, c_out, k, size, depthwise=False):
-  """(params, MACs) of a conv and its BN at this output size."""
+  """(params, MACs) of a conv and its BN at this output size (height, width)."""
   weights = k * k * c_out if depthwise else k * k * c_in * c_out
-  return weights + 2 * c_out, weights * size * size
+  return weights + 2 * c_out, weights * size[0] * size[1]
+
+
+def _strided(size, stride):
+  """The output size of a stride with symmetric padding k // 2: ceil(size / stride)."""
+  return tuple((n + stride - 1) // stride for n in size)
 
 
 def counts_from_shapes(g, image_size=224, num_classes=1000):
-  """{"params", "macs"} of ChainNetwork(g, num_classes) for square images of this size."""
+  """{"params", "macs"} of ChainNetwork(g, num_classes) for images of this size (an int for
+  square ones, or (height, width))."""
   g = genotype_lib.check(g)
-  size = (image_size + 1) // 2  # the stem's stride 2, padding 1
+  size = _strided((image_size, image_size) if isinstance(image_size, int)
+                  else tuple(image_size), 2)  # the stem
   parts = [_conv_bn(3, g.stem_channels, 3, size),
            _conv_bn(g.stem_channels, g.stem_channels, 3, size, depthwise=True),
            _conv_bn(g.stem_channels, g.first_channels, 1, size)]
   c = g.first_channels
   for layer in g.layers:
-    out = (size + layer.stride - 1) // layer.stride  # symmetric padding k // 2
+    out = _strided(size, layer.stride)
     for k, e in layer.blocks:
       mid = c * e
       if e != 1:

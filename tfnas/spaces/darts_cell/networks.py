@@ -73,25 +73,6 @@ def cell_preprocessing(c, reduction_prev, affine, synchronized=False):
   return pre0, ops.ReLUConvBN(c, 1, 1, 0, affine, synchronized)
 
 
-def drop_path(x, drop_prob, seed=None, edge_axis=None):
-  """Zeroes whole samples with probability drop_prob and scales the rest by 1/keep.
-
-  `seed` is a stateless [2] int seed; None draws one from the global generator.
-  `edge_axis`: x holds several edges' outputs along this axis, each dropped on its own.
-  """
-  if seed is None:
-    seed = distribute.fresh_seed()
-  keep = 1.0 - tf.cast(drop_prob, tf.float32)
-  mask_shape = [tf.shape(x)[0]] + [1] * (x.shape.rank - 1)
-  if edge_axis is not None:
-    mask_shape[edge_axis] = tf.shape(x)[edge_axis]
-  u = tf.random.stateless_uniform(tf.stack(mask_shape), seed)
-  # u < keep (not floor(keep + u), which rounds up to 2 near u = 1): keep = 1
-  # keeps every sample exactly, keep = 0 drops all without dividing by zero.
-  mask = tf.cast(u < keep, x.dtype)
-  return tf.math.divide_no_nan(x, tf.cast(keep, x.dtype)) * mask
-
-
 class EvalCell(ops.LazyBlock):
   """A cell of the evaluation network, built from one cell of a genotype.
 
@@ -131,10 +112,10 @@ class EvalCell(ops.LazyBlock):
           continue
         y = op(states[src], training=training)
         if training and self.drop_path_style == "op" and not isinstance(op, ops.Identity):
-          y = drop_path(y, drop_prob, distribute.fold_seed(seed, k))
+          y = ops.drop_path(y, drop_prob, distribute.fold_seed(seed, k))
         total = y if total is None else total + y
       if training and self.drop_path_style == "node":
-        total = drop_path(total, drop_prob, distribute.fold_seed(seed, node))
+        total = ops.drop_path(total, drop_prob, distribute.fold_seed(seed, node))
       states[node] = total
     return tf.concat([states[n] for n in self.concat], axis=-1)
 

@@ -22,7 +22,7 @@ class MixedOp(ops.LazyBlock):
   the op table (ops.make_op, as the search builds them: BN without affine parameters,
   a BN after each pool); 'none' is o_k(x) = 0. In training, skip_connect's output
   gets Noisy DARTS' noise (methods.parts.add_noise, if `noise`) and then drop-path
-  (networks.drop_path with skip_drop_prob) before its weight, as the original:
+  (ops.drop_path with skip_drop_prob) before its weight, as the original:
   w_skip * drop_path(noise(o_skip(x))).
 
   The readable reference, not the fast path: EdgeGroup computes the same for all the
@@ -48,7 +48,7 @@ class MixedOp(ops.LazyBlock):
         if self.noise is not None:
           y = parts.add_noise(y, self.noise, seed, noise_scale)
         if self.skip_drop_prob > 0:
-          y = networks.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1))
+          y = ops.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1))
       out += tf.cast(weights[k], y.dtype) * y
     return out
 
@@ -180,7 +180,7 @@ class EdgeGroup(ops.LazyBlock):
       if noisy:
         y = parts.add_noise(y, self.noise, seed, noise_scale, edge_axis=3)
       if dropped:  # after the noise, as the original
-        y = networks.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1),
+        y = ops.drop_path(y, self.skip_drop_prob, distribute.fold_seed(seed, 1),
                                  edge_axis=3)
       terms.append(_edge_weighted(y, tf.cast(columns[i], y.dtype)))  # [B, H', W', edges, C]
     for (_, dilation), ys in phased.items():
