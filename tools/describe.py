@@ -24,10 +24,11 @@ from absl import flags  # noqa: E402
 
 from tfnas.runtime import cli  # noqa: E402
 from tfnas.runtime.errors import UserInputError  # noqa: E402
+from tools import flags_common  # noqa: E402
 
 _GENOTYPE = flags.DEFINE_string("genotype", None, "A zoo name or a genotype JSON file.",
                                 required=True)
-_NETWORK = flags.DEFINE_enum("network", "cifar", ["cifar", "imagenet"],
+_NETWORK = flags.DEFINE_enum("network", None, ["cifar", "imagenet"],
                              "cifar (3x3 stem) or imagenet (mobile setting, three stride-2 convs).")
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", None,
                                       "Channels of the first cells (default 36 / 48).",
@@ -39,46 +40,25 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
                                    "Square input size for the MACs (default 32 / 224).",
                                    lower_bound=1)
 _AUXILIARY = flags.DEFINE_boolean(
-    "auxiliary", True, "Build the auxiliary head (DARTS' --auxiliary); --noauxiliary leaves it "
+    "auxiliary", None, "Build the auxiliary head (DARTS' --auxiliary); --noauxiliary leaves it "
     "out, as small images need.")
-
-
-def _describe_chain():
-  """A chain's counts: 1000 classes and 224x224 images unless told otherwise."""
-  for flag in (_NETWORK, _INIT_CHANNELS, _LAYERS, _AUXILIARY):
-    if flags.FLAGS[flag.name].present:
-      raise UserInputError(f"--{flag.name} applies to DARTS cells, not to the chain "
-                           f"{_GENOTYPE.value}")
-  from tfnas.spaces.chain import genotype as chain_genotype  # pylint: disable=g-import-not-at-top
-  from tfnas.spaces.chain import zoo  # pylint: disable=g-import-not-at-top
-  g = zoo.resolve(_GENOTYPE.value)
-  # Imported only now: a bad genotype fails before TensorFlow loads.
-  from tfnas.spaces.chain import networks  # pylint: disable=g-import-not-at-top
-  counts = networks.counts_from_shapes(
-      g, image_size=_IMAGE_SIZE.value or 224,
-      num_classes=1000 if _NUM_CLASSES.value is None else _NUM_CLASSES.value)
-  print(json.dumps({"genotype": _GENOTYPE.value, **counts, "layers": len(g.layers),
-                    "ops": chain_genotype.count_blocks(g)}))
 
 
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import spaces  # pylint: disable=g-import-not-at-top
+  g = spaces.resolve_genotype(_GENOTYPE.value)
   if spaces.genotype_space(_GENOTYPE.value) == "chain":
-    _describe_chain()
-    return
-  from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
-  g = zoo.resolve(_GENOTYPE.value)
-  # Imported only now: a bad genotype fails before TensorFlow loads.
-  from tfnas.spaces.darts_cell import networks  # pylint: disable=g-import-not-at-top
-  settings = networks.network_settings(
-      _NETWORK.value, init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
-      num_classes=_NUM_CLASSES.value, image_size=_IMAGE_SIZE.value)
-  size = settings.pop("image_size")
-  print(json.dumps({"genotype": _GENOTYPE.value,
-                    **networks.counts_from_shapes(_NETWORK.value, g, (size, size),
-                                                auxiliary=_AUXILIARY.value, **settings)}))
+    flags_common.refuse_for_chain(_GENOTYPE.value, _NETWORK, _INIT_CHANNELS, _LAYERS, _AUXILIARY)
+    spec = spaces.network_spec(g, _NUM_CLASSES.value)
+  else:
+    spec = spaces.network_spec(g, _NUM_CLASSES.value, kind=_NETWORK.value,
+                               init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
+                               auxiliary=_AUXILIARY.value)
+  size = _IMAGE_SIZE.value or spec.default_image_size
+  # TensorFlow loads only now (the counts' modules): a bad genotype or flag fails before.
+  print(json.dumps({"genotype": _GENOTYPE.value, **spec.counts((size, size))}))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-r"""Draws the normal and reduction cells of a genotype with Graphviz.
+r"""Draws a genotype with Graphviz: the normal and reduction cells, or a chain's layers.
 
 Usage:
   python tools/draw_cells.py --genotype=NAME_OR_FILE --output_dir=OUT \
       [--format=png,svg,pdf]
 
-NAME_OR_FILE is a published cell (tfnas.zoo.NAMES, e.g. DARTS_V2) or a
-genotype JSON file. Writes OUT/normal.gv and OUT/reduce.gv (DOT source) and
-OUT/{normal,reduce}.<format>, printing one line per written file. Rendering
+NAME_OR_FILE is a published cell or chain (e.g. DARTS_V2, FairNAS_A) or a genotype
+JSON file. Writes OUT/normal.gv and OUT/reduce.gv (DOT source) and
+OUT/{normal,reduce}.<format> for cells, OUT/chain.gv and OUT/chain.<format> for a
+chain (a strip of its layers), printing one line per written file. Rendering
 needs Graphviz's `dot` (Debian package graphviz).
 """
 import pathlib
@@ -17,32 +18,33 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from tfnas import spaces  # pylint: disable=g-import-not-at-top
 from tfnas.runtime import cli  # pylint: disable=g-import-not-at-top
 from tfnas.runtime.errors import UserInputError  # pylint: disable=g-import-not-at-top
-from tfnas.spaces.darts_cell import draw  # pylint: disable=g-import-not-at-top
+from tfnas.spaces import render  # pylint: disable=g-import-not-at-top
+from tfnas.spaces.chain import zoo as chain_zoo  # pylint: disable=g-import-not-at-top
 from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
 
 _GENOTYPE = flags.DEFINE_string(
     'genotype', None,
-    f"A zoo name ({', '.join(zoo.NAMES)}) or a genotype JSON file.",
+    f"A zoo name ({', '.join(zoo.NAMES + chain_zoo.NAMES)}) or a genotype JSON file.",
     required=True)
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Directory for the pictures; created if missing.',
     required=True)
 _FORMAT = flags.DEFINE_list(
     'format', ['png'],
-    f"Comma-separated output formats, from: {', '.join(draw.FORMATS)}.")
+    f"Comma-separated output formats, from: {', '.join(render.FORMATS)}.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   formats = [f.strip() for f in _FORMAT.value if f.strip()]
-  g = zoo.resolve(_GENOTYPE.value)
+  g = spaces.resolve_genotype(_GENOTYPE.value)
   out_dir = pathlib.Path(_OUTPUT_DIR.value)
-  for cell in ('normal', 'reduce'):
-    graph = draw.cell_graph(g, cell)
-    for path in draw.render(graph, out_dir / cell, formats):
+  for name, graph in spaces.genotype_graphs(g).items():
+    for path in render.render(graph, out_dir / name, formats):
       print(path)
 
 

@@ -7,11 +7,13 @@ Usage:
 
 --model_dir exports the network that tools/train.py trained there (its
 params.json and latest checkpoint). --genotype (a zoo name or a genotype JSON
-file) exports an UNTRAINED network with random weights instead, normalizing
-with the CIFAR-10 or ImageNet mean and std: useful to try serving, not to
-classify. OUT gets saved_model/ (signature serving_default: images uint8
+file, a cell's or a chain's) exports an UNTRAINED network with random weights
+instead, normalizing with the CIFAR-10 or ImageNet mean and std: useful to try
+serving, not to classify. A chain takes --num_classes and --image_size (1000 and
+224 by default); the other network flags are a cell's. OUT gets saved_model/ (signature serving_default: images uint8
 [None, H, W, 3] -> logits, probabilities), genotype.json and describe.json.
 """
+import json
 import pathlib
 import sys
 
@@ -22,6 +24,7 @@ from absl import flags  # noqa: E402
 
 from tfnas.runtime import cli  # noqa: E402
 from tfnas.runtime.errors import UserInputError  # noqa: E402
+from tools import flags_common  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None,
                                  "A tools/train.py model_dir: export its trained network.")
@@ -53,15 +56,13 @@ _SHAPE_FLAGS = (("network", _NETWORK), ("init_channels", _INIT_CHANNELS), ("laye
                 ("auxiliary", _AUXILIARY))
 
 
-def _untrained(export, g):
-  """(network, mean, std, image_shape, what) of a random-weight network of g."""
-  kind = _NETWORK.value or "cifar"
-  network, mean, std, image_shape, settings = export.untrained_network(
-      kind, g, **{name: flag.value for name, flag in _SHAPE_FLAGS[1:]})
-  what = (f"untrained: random weights ({kind} network of {_GENOTYPE.value}, init_channels "
-          f"{settings['init_channels']}, layers {settings['layers']}, "
-          f"{settings['num_classes']} classes); its outputs mean nothing")
-  return network, mean, std, image_shape, what
+def _untrained_spec(spaces, g):
+  """The spec of g's network with the cell flags (a chain refuses them)."""
+  if spaces.genotype_space(_GENOTYPE.value) == "chain":
+    flags_common.refuse_for_chain(_GENOTYPE.value, _NETWORK, _INIT_CHANNELS, _LAYERS, _AUXILIARY)
+  return spaces.network_spec(g, _NUM_CLASSES.value, kind=_NETWORK.value,
+                             init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
+                             auxiliary=_AUXILIARY.value)
 
 
 def main(argv):
@@ -78,20 +79,22 @@ def main(argv):
           f"{', '.join(shape_flags)} only go with --genotype: --model_dir takes the network's "
           "settings from its params.json")
   else:
-    from tfnas.spaces.darts_cell import zoo  # pylint: disable=g-import-not-at-top
-    g = zoo.resolve(_GENOTYPE.value)
+    from tfnas import spaces  # pylint: disable=g-import-not-at-top
+    spec = _untrained_spec(spaces, spaces.resolve_genotype(_GENOTYPE.value))
   # Imported only now: bad flags or a bad genotype fail before TensorFlow loads.
   from tfnas.train import export  # pylint: disable=g-import-not-at-top
   export.check_export_dir(_EXPORT_DIR.value)  # before the slow build and save
   if _MODEL_DIR.value is not None:
-    network, params = export.load_trained(_MODEL_DIR.value)
-    g, settings = params["genotype"], params["network"]
+    spec, network, params = export.load_trained(_MODEL_DIR.value)
+    settings = params["network"]
     mean, std, image_shape = settings["mean"], settings["std"], settings["image_shape"]
     what = f"trained: restored {export.latest_checkpoint(_MODEL_DIR.value)}"
   else:
-    network, mean, std, image_shape, what = _untrained(export, g)
+    network, mean, std, image_shape = export.untrained_network(spec, _IMAGE_SIZE.value)
+    what = (f"untrained: random weights (the {spec.kind} network of {_GENOTYPE.value}: "
+            f"{json.dumps(spec.settings_json())}); its outputs mean nothing")
   print(what, flush=True)
-  out = export.export(network, mean, std, image_shape, _EXPORT_DIR.value, g)
+  out = export.export(spec, network, mean, std, image_shape, _EXPORT_DIR.value)
   print(f"saved model: {out['saved_model']}")
   print(f"genotype: {out['genotype']}")
   print(f"describe: {out['describe']}")

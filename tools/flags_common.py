@@ -8,6 +8,8 @@ import types
 
 from absl import flags
 
+from tfnas.runtime.errors import UserInputError
+
 STRATEGIES = ("auto", "mirrored", "one_device", "cpu", "multi_worker", "tpu")
 
 
@@ -81,3 +83,11 @@ def progress(log_every_steps, log_help="Steps between log lines and summaries.")
       checkpoint_every_secs=flags.DEFINE_float(
           "checkpoint_every_secs", 600.0, "Also write a checkpoint every T seconds (0: off).",
           lower_bound=0))
+
+
+def refuse_for_chain(genotype, *cell_flags):
+  """A chain's network takes no DARTS cell setting: one error naming the ones given."""
+  given = [f"--{flag.name}" for flag in cell_flags if flags.FLAGS[flag.name].present]
+  if given:
+    raise UserInputError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to "
+                         f"DARTS cells, not to the chain {genotype}")

@@ -1,9 +1,10 @@
-r"""Trains a cell from scratch with the original evaluation protocol.
+r"""Trains a cell's or a chain's network from scratch.
 
   python tools/train.py --flagfile=flags/train_cifar10.flags --genotype=DARTS_V2 --model_dir=DIR
 
---genotype takes a zoo name (DARTS_V2, FairDARTS_a, ...) or a genotype JSON file
-(e.g. a search's genotype.json). Running again with the same --model_dir resumes.
+--genotype takes a zoo name (DARTS_V2, FairDARTS_a, ..., FairNAS_A, NoisyDARTS_A, ...) or a
+genotype JSON file (e.g. a search's genotype.json). Running again with the same --model_dir
+resumes.
 """
 import pathlib
 import sys
@@ -29,21 +30,24 @@ _TRAIN_SPLIT = flags.DEFINE_string(
 _TEST_SPLIT = flags.DEFINE_string(
     "test_split", None, "Split to evaluate on every epoch (default: test; for digits and "
     "folders, the held-out train[80%:]).")
-# Network.
-_INIT_CHANNELS = flags.DEFINE_integer("init_channels", 36, "Channels of the first cells.")
-_LAYERS = flags.DEFINE_integer("layers", 20, "Cells.")
+# Network. A cell's settings (None: the default); a chain's genotype holds its own.
+_INIT_CHANNELS = flags.DEFINE_integer("init_channels", None, "Cells: channels of the first "
+                                      "cells (default 36).", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("layers", None, "Cells: cells (default 20).", lower_bound=1)
 _AUXILIARY = flags.DEFINE_boolean(
-    "auxiliary", True, "Train with the auxiliary head, as DARTS' --auxiliary; --noauxiliary "
-    "leaves it out (images under 32x32 have no room for it).")
+    "auxiliary", None, "Cells: train with the auxiliary head, as DARTS' --auxiliary (default); "
+    "--noauxiliary leaves it out (images under 32x32 have no room for it).")
 _AUXILIARY_WEIGHT = flags.DEFINE_float("auxiliary_weight", 0.4,
                                        "Weight of the auxiliary head's loss (0 also leaves the "
                                        "head out).")
-_DROP_PATH_PROB = flags.DEFINE_float("drop_path_prob", 0.2,
-                                     "Drop path probability at the last epoch (linear from 0).")
+_DROP_PATH_PROB = flags.DEFINE_float(
+    "drop_path_prob", 0.2, "Drop path probability at the last epoch (linear from 0); in a "
+    "chain, the drop of a layer's blocks where the layer adds its input (drop connect).")
 _DROP_PATH = flags.DEFINE_enum(
-    "drop_path", "auto", ["auto", "op", "node"],
-    "Drop path per op except identity (DARTS cells) or per node (Fair DARTS cells); auto: "
-    "node for FairDARTS_* zoo cells and for cells whose nodes do not all have two inputs.")
+    "drop_path", None, ["auto", "op", "node"],
+    "Cells: drop path per op except identity (DARTS cells) or per node (Fair DARTS cells); "
+    "auto (default): node for FairDARTS_* zoo cells and for cells whose nodes do not all have "
+    "two inputs.")
 # Optimization.
 _EPOCHS = flags.DEFINE_integer("epochs", 600, "Epochs.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 96, "Global batch.")
@@ -81,21 +85,26 @@ def main(argv):
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
+  from tfnas import spaces
   from tfnas.data import sources
   from tfnas.runtime import progress
-  from tfnas.spaces.darts_cell import networks
-  from tfnas.spaces.darts_cell import zoo
   from tfnas.train import trainer
 
-  genotype = zoo.resolve(_GENOTYPE.value)
-  drop_path = _DROP_PATH.value
-  if drop_path == "auto":
-    drop_path = networks.auto_drop_path(_GENOTYPE.value, genotype)
+  genotype = spaces.resolve_genotype(_GENOTYPE.value)
+  cell_settings = {"init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
+                   "auxiliary": _AUXILIARY.value, "drop_path": _DROP_PATH.value}
+  if spaces.genotype_space(_GENOTYPE.value) == "chain":
+    flags_common.refuse_for_chain(_GENOTYPE.value, _INIT_CHANNELS, _LAYERS, _AUXILIARY,
+                                  _DROP_PATH)
+  else:
+    auxiliary = _AUXILIARY.value is not False and _AUXILIARY_WEIGHT.value > 0
+    cell_settings["auxiliary"] = auxiliary
+    if _DROP_PATH.value in (None, "auto"):
+      from tfnas.spaces.darts_cell import networks
+      cell_settings["drop_path"] = networks.auto_drop_path(_GENOTYPE.value, genotype)
   config = trainer.TrainConfig(
-      init_channels=_INIT_CHANNELS.value, layers=_LAYERS.value,
-      auxiliary_weight=_AUXILIARY_WEIGHT.value if _AUXILIARY.value else 0.0,
-      drop_path_prob=_DROP_PATH_PROB.value,
-      drop_path=drop_path, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
+      auxiliary_weight=_AUXILIARY_WEIGHT.value if cell_settings["auxiliary"] else 0.0,
+      drop_path_prob=_DROP_PATH_PROB.value, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
       momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
       cutout=_CUTOUT.value, seed=_RANDOM.seed.value, deterministic=_RANDOM.deterministic.value,
@@ -106,9 +115,11 @@ def main(argv):
       dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
       data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
       download=_DATA.download.value, seed=_RANDOM.seed.value)
+  data = sources.load_search_data(data_config)
+  spec = spaces.network_spec(genotype, data.num_classes, **cell_settings)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
-  result = trainer.train(genotype, config, data_config, _MODEL_DIR.value, strategy=strategy,
-                         stop_request=cli.STOP)
+  result = trainer.train(spec, config, data_config, _MODEL_DIR.value, strategy=strategy,
+                         data=data, stop_request=cli.STOP)
   model_dir = pathlib.Path(_MODEL_DIR.value)
   print(f"final test accuracy {result['final_test_accuracy']:.4f} "
         f"(best {result['best_test_accuracy']:.4f} at epoch {result['best_epoch']}); "

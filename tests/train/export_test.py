@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfnas import spaces
 from tfnas.runtime.errors import UserInputError
+from tfnas.spaces.chain import genotype as chain_genotype
+from tfnas.spaces.chain import zoo as chain_zoo
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import networks
+from tfnas.spaces.darts_cell import space as cell_space
 from tfnas.spaces.darts_cell import zoo
 from tfnas.train import export
 
@@ -91,18 +95,18 @@ def trained(tmp_path_factory):
 def exported(trained, tmp_path_factory):
   """The trained network, reloaded with load_trained and exported by the library."""
   model_dir, _, _ = trained
-  network, params = export.load_trained(str(model_dir))
+  spec, network, params = export.load_trained(str(model_dir))
   export_dir = tmp_path_factory.mktemp("export") / "out"
-  paths = export.export(network, params["network"]["mean"], params["network"]["std"],
-                        params["network"]["image_shape"], str(export_dir), params["genotype"])
-  return network, params, paths
+  paths = export.export(spec, network, params["network"]["mean"], params["network"]["std"],
+                        params["network"]["image_shape"], str(export_dir))
+  return network, params, paths, spec
 
 
 @pytest.fixture(scope="module")
 def served(exported, tmp_path_factory):
   """The export run by a client process that has no tfnas: (images, outputs, signature,
   the client's stderr)."""
-  _, _, paths = exported
+  paths = exported[2]
   tmp = tmp_path_factory.mktemp("client")
   images = np.random.default_rng(1).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
   np.save(tmp / "images.npy", images)
@@ -116,8 +120,9 @@ def served(exported, tmp_path_factory):
 
 def test_load_trained_restores_the_latest_checkpoint(trained, exported):
   _, net, g = trained
-  network, params, _ = exported
+  network, params, _, spec = exported
   assert isinstance(network, networks.NetworkCIFAR)
+  assert spec.settings_json() == {k: NETWORK[k] for k in spec.settings_json()}
   assert params["genotype"] == g
   assert network.auxiliary_head is not None and network.cells[0].drop_path_style == "node"
   assert len(network.variables) == len(net.variables)
@@ -154,7 +159,7 @@ def test_loading_the_export_warns_of_nothing(served):
 @pytest.mark.slow
 def test_signature_takes_uint8_images_of_any_batch(served, exported):
   _, _, signature, _ = served
-  _, _, paths = exported
+  paths = exported[2]
   assert signature == {
       "inputs": {"images": ["uint8", [None, 32, 32, 3]]},
       "outputs": {"logits": ["float32", [None, 10]], "probabilities": ["float32", [None, 10]]},
@@ -165,7 +170,7 @@ def test_signature_takes_uint8_images_of_any_batch(served, exported):
 
 def test_genotype_and_describe_files_agree_with_the_network(trained, exported):
   _, net, g = trained
-  _, _, paths = exported
+  paths = exported[2]
   saved_model = pathlib.Path(paths["saved_model"])
   assert (saved_model / "saved_model.pb").is_file()
   assert pathlib.Path(paths["genotype"]).parent == saved_model.parent
@@ -181,11 +186,10 @@ def test_genotype_and_describe_files_agree_with_the_network(trained, exported):
 
 
 def test_export_refuses_to_overwrite(exported):
-  network, params, paths = exported
+  network, _, paths, spec = exported
   export_dir = str(pathlib.Path(paths["saved_model"]).parent)
   with pytest.raises(UserInputError, match="already holds saved_model, genotype.json"):
-    export.export(network, NETWORK["mean"], NETWORK["std"], (32, 32, 3), export_dir,
-                  params["genotype"])
+    export.export(spec, network, NETWORK["mean"], NETWORK["std"], (32, 32, 3), export_dir)
 
 
 @pytest.mark.parametrize("mean,std,shape,message", [
@@ -242,7 +246,8 @@ def test_checkpoint_of_another_network_is_user_error(trained, tmp_path, change):
 
 def test_checkpoint_without_the_aux_head_is_user_error(tmp_path):
   small = {**NETWORK, "init_channels": 4, "layers": 3}
-  net = export.make_network("cifar", zoo.get("DARTS_V2"), 4, 3, 10, auxiliary=False)
+  net = spaces.network_spec(zoo.get("DARTS_V2"), init_channels=4, layers=3,
+                            auxiliary=False).build()
   net(tf.zeros([1, 32, 32, 3]))
   tf.train.Checkpoint(model=net).save(str(tmp_path / "checkpoints" / "ckpt"))
   (tmp_path / "params.json").write_text(_params(network=small))
@@ -250,7 +255,7 @@ def test_checkpoint_without_the_aux_head_is_user_error(tmp_path):
     export.load_trained(str(tmp_path))
   # As it was trained, without the head, it loads.
   (tmp_path / "params.json").write_text(_params(network={**small, "auxiliary": False}))
-  network, _ = export.load_trained(str(tmp_path))
+  _, network, _ = export.load_trained(str(tmp_path))
   assert network.auxiliary_head is None
 
 
@@ -351,14 +356,63 @@ def test_tool_bad_input_is_one_error_line(tmp_path, args, message):
 def test_untrained_network_takes_the_papers_setting_of_its_kind():
   # One library choice for export and describe: the kind picks the class, the defaults and
   # (for export) the mean and std; flags left unset (None) keep the defaults.
-  assert networks.network_settings("imagenet") == dict(init_channels=48, layers=14,
+  assert cell_space.network_settings("imagenet") == dict(init_channels=48, layers=14,
                                                          num_classes=1000, image_size=224)
-  assert networks.network_settings("cifar", layers=5, num_classes=None)["layers"] == 5
-  network, mean, std, shape, settings = export.untrained_network(
-      "imagenet", zoo.get("DARTS_V2"), init_channels=8, layers=3, num_classes=None,
-      auxiliary=False)
+  assert cell_space.network_settings("cifar", layers=5, num_classes=None)["layers"] == 5
+  spec = spaces.network_spec(zoo.get("DARTS_V2"), None, kind="imagenet", init_channels=8,
+                             layers=3, auxiliary=False)
+  network, mean, std, shape = export.untrained_network(spec)
   assert isinstance(network, networks.NetworkImageNet) and network.auxiliary_head is None
   assert (mean, std, shape) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (224, 224, 3))
-  assert settings["num_classes"] == 1000 and settings["init_channels"] == 8
+  assert spec.num_classes == 1000 and spec.init_channels == 8
   with pytest.raises(UserInputError, match="unknown network kind 'mnist'"):
-    networks.network_settings("mnist")
+    cell_space.network_settings("mnist")
+
+
+@pytest.mark.slow
+def test_a_trained_chain_exports_and_serves_without_tfnas(tmp_path):
+  # A model_dir as tools/train.py writes it for a chain; its network perturbed, then exported.
+  g = chain_genotype.ChainGenotype(
+      layers=(chain_genotype.ChainLayer(((3, 3), (5, 6)), 8, 1),
+              chain_genotype.ChainLayer((), 8, 1), chain_genotype.ChainLayer(((7, 3),), 16, 2)),
+      activation="swish", outer_activation="relu", se_ratio=0.25, stem_channels=8,
+      first_channels=8, head_channels=16)
+  spec = spaces.network_spec(g, 5)
+  net = spec.build()
+  net(tf.zeros([1, 24, 24, 3]))
+  _perturb(net, np.random.default_rng(2))
+  tf.train.Checkpoint(model=net).save(str(tmp_path / "run" / "checkpoints" / "ckpt"))
+  settings = {**spec.settings_json(), "image_shape": [24, 24, 3], "mean": [0.4] * 3,
+              "std": [0.3] * 3}
+  (tmp_path / "run" / "params.json").write_text(json.dumps(
+      {"genotype": spec.genotype_json(), "network": settings}))
+  loaded_spec, network, params = export.load_trained(str(tmp_path / "run"))
+  assert loaded_spec == spec and params["genotype"] == g
+  paths = export.export(loaded_spec, network, settings["mean"], settings["std"], (24, 24, 3),
+                        str(tmp_path / "out"))
+  assert chain_genotype.load(paths["genotype"]) == g
+  assert json.loads(pathlib.Path(paths["describe"]).read_text()) == spec.counts((24, 24))
+  images = np.random.default_rng(3).integers(0, 256, [5, 24, 24, 3], dtype=np.uint8)
+  np.save(tmp_path / "images.npy", images)
+  result = subprocess.run(
+      [sys.executable, "-c", _CLIENT, paths["saved_model"], str(tmp_path / "images.npy"),
+       str(tmp_path / "out.npz")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  served = dict(np.load(tmp_path / "out.npz"))
+  x = (images.astype(np.float32) / 255.0 - 0.4) / 0.3
+  np.testing.assert_allclose(served["logits_5"], net(x, training=False), rtol=1e-4, atol=1e-4)
+  assert served["probabilities_1"].shape == (1, 5)
+
+
+@pytest.mark.slow
+def test_tool_exports_an_untrained_chain(tmp_path):
+  result = _tool("--genotype=MobileNetV2", "--image_size=64", "--num_classes=5",
+                 f"--export_dir={tmp_path / 'out'}")
+  assert result.returncode == 0, result.stderr
+  assert "untrained: random weights (the chain network of MobileNetV2" in result.stdout
+  assert "images uint8 [None, 64, 64, 3] -> logits float32 [None, 5]" in result.stdout
+  describe = json.loads((tmp_path / "out" / "describe.json").read_text())
+  assert describe == spaces.network_spec(chain_zoo.get("MobileNetV2"), 5).counts((64, 64))
+  refused = _tool("--genotype=MobileNetV2", "--layers=5", f"--export_dir={tmp_path / 'no'}")
+  assert refused.returncode == 2
+  assert "error: --layers applies to DARTS cells, not to the chain MobileNetV2" in refused.stderr

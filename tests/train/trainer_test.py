@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfnas import spaces
 from tfnas.data import sources
 from tfnas.runtime.errors import UserInputError
+from tfnas.spaces.chain import genotype as chain_genotype
+from tfnas.spaces.chain import networks as chain_networks
 from tfnas.spaces.darts_cell import zoo
 from tfnas.train import trainer
 
@@ -32,8 +35,17 @@ def _data(size=32, n=32, seed=0):
 
 # 32x32 images keep the auxiliary head; 4 steps of 8 per epoch.
 DATA = _data()
-CONFIG = trainer.TrainConfig(init_channels=4, layers=3, epochs=2, batch_size=8, cutout=8,
-                             log_every_steps=1)
+CONFIG = trainer.TrainConfig(epochs=2, batch_size=8, cutout=8, log_every_steps=1)
+# A chain of three layers: two blocks summed, a skipped layer, a stride-2 block.
+CHAIN = chain_genotype.ChainGenotype(
+    layers=(chain_genotype.ChainLayer(((3, 3), (5, 3)), 8, 1), chain_genotype.ChainLayer((), 8, 1),
+            chain_genotype.ChainLayer(((3, 3),), 12, 2)),
+    stem_channels=8, first_channels=8, head_channels=16, dropout=0.2)
+
+
+def _cell(name, **settings):
+  """A small network of a zoo cell for the 3 classes of DATA."""
+  return spaces.network_spec(zoo.get(name), 3, init_channels=4, layers=3, **settings)
 
 
 def _one_device():
@@ -49,11 +61,11 @@ def _checkpoint_values(model_dir):
 
 @pytest.mark.slow
 def test_resumed_training_equals_uninterrupted(tmp_path):
-  genotype = zoo.get("DARTS_V2")
-  full = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "full"), _one_device(), DATA)
-  assert trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"), _one_device(),
+  spec = _cell("DARTS_V2")
+  full = trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "full"), _one_device(), DATA)
+  assert trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"), _one_device(),
                        DATA, stop_at_step=6) is None  # in the middle of epoch 2
-  resumed = trainer.train(genotype, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"),
+  resumed = trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"),
                           _one_device(), DATA)
   assert resumed["final_test_accuracy"] == full["final_test_accuracy"]
   # The resumed epoch's training figures cover its steps before the interruption too.
@@ -67,10 +79,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 
 def test_files_schedules_and_counts(tmp_path):
-  genotype = zoo.get("FairDARTS_a")
-  config = trainer.TrainConfig(init_channels=4, layers=3, epochs=2, batch_size=8,
-                               drop_path="node", log_every_steps=1)
-  result = trainer.train(genotype, config, DATA_CONFIG, str(tmp_path), _one_device(), DATA)
+  config = trainer.TrainConfig(epochs=2, batch_size=8, log_every_steps=1)
+  result = trainer.train(_cell("FairDARTS_a", drop_path="node"), config, DATA_CONFIG,
+                         str(tmp_path), _one_device(), DATA)
   with open(tmp_path / "eval.json") as f:
     assert json.load(f) == json.loads(json.dumps(result))
   assert result["epochs_done"] == 2 and set(result["history"]) == {"1", "2"}
@@ -96,13 +107,45 @@ def test_files_schedules_and_counts(tmp_path):
   assert scalars("learning_rate") == pytest.approx([0.025, 0.0125])
 
 
+def test_a_chain_trains_with_its_files_and_counts(tmp_path):
+  spec = spaces.network_spec(CHAIN, 3)
+  data = _data(size=16)
+  result = trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path), _one_device(), data)
+  assert result["epochs_done"] == 2 and result["genotype"] == chain_genotype.to_json(CHAIN)
+  assert result["params"] == chain_networks.counts_from_shapes(CHAIN, 16, 3)["params"]
+  assert "params_with_aux" not in result
+  params = json.loads((tmp_path / "params.json").read_text())
+  assert params["network"] == {"kind": "chain", "num_classes": 3, "image_shape": [16, 16, 3],
+                               "mean": [0.5] * 3, "std": [0.25] * 3}
+  assert spaces.network_spec_from_json(params["network"], params["genotype"]) == spec
+
+
+@pytest.mark.slow
+def test_a_resumed_chain_training_equals_the_uninterrupted_one(tmp_path):
+  # Dropout and drop connect draw from the step's seed: they resume too.
+  spec, data = spaces.network_spec(CHAIN, 3), _data(size=16)
+  full = trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "full"), _one_device(), data)
+  assert trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"), _one_device(),
+                       data, stop_at_step=6) is None
+  resumed = trainer.train(spec, CONFIG, DATA_CONFIG, str(tmp_path / "resumed"), _one_device(),
+                          data)
+  assert resumed["history"] == full["history"]
+  a, b = _checkpoint_values(tmp_path / "full"), _checkpoint_values(tmp_path / "resumed")
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_bad_settings_are_refused(tmp_path):
   with pytest.raises(UserInputError, match="too small for the auxiliary head"):
-    trainer.train(zoo.get("DARTS_V2"), CONFIG, DATA_CONFIG, str(tmp_path), _one_device(),
+    trainer.train(_cell("DARTS_V2"), CONFIG, DATA_CONFIG, str(tmp_path), _one_device(),
                   _data(size=8))
   with pytest.raises(UserInputError, match="batch_size 64 is larger than the training split"):
-    trainer.train(zoo.get("DARTS_V2"), trainer.TrainConfig(batch_size=64), DATA_CONFIG,
+    trainer.train(_cell("DARTS_V2"), trainer.TrainConfig(batch_size=64), DATA_CONFIG,
                   str(tmp_path), _one_device(), DATA)
+  with pytest.raises(UserInputError, match="the network has 10 classes; random has 3"):
+    trainer.train(spaces.network_spec(CHAIN, 10), CONFIG, DATA_CONFIG, str(tmp_path),
+                  _one_device(), DATA)
   with pytest.raises(UserInputError, match="drop_path_prob must be in"):
     trainer.TrainConfig(drop_path_prob=1.5)
 
@@ -129,7 +172,7 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
     params = json.load(f)
   train_params = params["train"]
   assert train_params["weight_decay"] == 3e-4 and train_params["learning_rate"] == 0.025
-  assert train_params["drop_path"] == "op"  # auto, for a DARTS cell
+  assert params["network"]["drop_path"] == "op"  # auto, for a DARTS cell
   assert train_params["auxiliary_weight"] == 0 and not params["network"]["auxiliary"]
   assert params["data"]["seed"] == 3
   derived = params["derived"]
@@ -159,3 +202,23 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
         damaged.stderr[-3000:])
     assert (tmp_path / name).read_text() == text
     (tmp_path / name).write_text(saved)
+
+
+@pytest.mark.slow
+def test_train_tool_trains_a_chain_and_refuses_the_cells_flags(tmp_path):
+  path = tmp_path / "chain.json"
+  chain_genotype.save(CHAIN, str(path))
+  args = ["--flagfile=flags/train_cifar10.flags", f"--genotype={path}", "--dataset=digits",
+          "--epochs=1", "--batch_size=96", "--cutout=0", f"--model_dir={tmp_path / 'run'}"]
+  refused = _run_train(*args)  # the CIFAR flags set --init_channels and --layers
+  assert refused.returncode == 2 and "Traceback" not in refused.stderr
+  assert (f"error: --init_channels, --layers apply to DARTS cells, not to the chain {path}"
+          in refused.stderr), refused.stderr[-3000:]
+  args[0] = "--learning_rate=0.05"
+  result = _run_train(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  params = json.loads((tmp_path / "run" / "params.json").read_text())
+  assert params["network"]["kind"] == "chain" and params["network"]["num_classes"] == 10
+  assert params["train"]["auxiliary_weight"] == 0
+  evaluated = json.loads((tmp_path / "run" / "eval.json").read_text())
+  assert evaluated["params"] == chain_networks.counts_from_shapes(CHAIN, 8, 10)["params"]

@@ -1,10 +1,14 @@
-"""The search spaces by name: a new space is a folder here and one line in SPACES."""
+"""The search spaces by name (a new space is a folder here and one line in SPACES), and what
+the tools that take a genotype use: resolve_genotype and the evaluation network's spec."""
 import os
 
 from tfnas.runtime import files
 from tfnas.runtime.errors import UserInputError
+from tfnas.spaces.chain import draw as chain_draw
+from tfnas.spaces.chain import genotype as chain_genotype
 from tfnas.spaces.chain import space as chain
 from tfnas.spaces.chain import zoo as chain_zoo
+from tfnas.spaces.darts_cell import draw as cell_draw
 from tfnas.spaces.darts_cell import space as darts_cell
 from tfnas.spaces.darts_cell import zoo as cell_zoo
 
@@ -29,3 +33,47 @@ def genotype_space(name_or_path):
     if isinstance(obj, dict) and "layers" in obj:
       return "chain"
   return "darts_cell"
+
+
+def resolve_genotype(name_or_path):
+  """A genotype of any space, from a zoo name or a genotype JSON file."""
+  if genotype_space(name_or_path) == "chain":
+    return chain_zoo.resolve(name_or_path)
+  return cell_zoo.resolve(name_or_path)
+
+
+def genotype_graphs(genotype):
+  """{name: graphviz.Digraph} that draw a genotype: a cell genotype's normal and reduce cells,
+  a chain's strip of layers (spaces.render writes them to files)."""
+  if isinstance(genotype, chain_genotype.ChainGenotype):
+    return {"chain": chain_draw.chain_graph(genotype)}
+  return {cell: cell_draw.cell_graph(genotype, cell) for cell in darts_cell.CELLS}
+
+
+def network_spec(genotype, num_classes=None, **settings):
+  """The evaluation network (spaces.base.NetworkSpec) of a genotype of either space.
+
+  settings: a DARTS cell network's (kind, init_channels, layers, auxiliary, drop_path); None
+  keeps the default (the cifar kind, and the papers' settings for the kind). A chain takes
+  none: its genotype holds them. num_classes None: the kind's dataset's (10 for cifar, 1000
+  for imagenet and chains).
+  """
+  given = {k: v for k, v in settings.items() if v is not None}
+  if isinstance(genotype, chain_genotype.ChainGenotype):
+    if given:
+      raise UserInputError(f"{', '.join(sorted(given))}: settings of a DARTS cell network; a "
+                           "chain's network takes none (its genotype holds its settings)")
+    return chain.NetworkSpec(genotype, 1000 if num_classes is None else num_classes)
+  kind = given.pop("kind", "cifar")
+  defaults = darts_cell.network_settings(kind, num_classes=num_classes)
+  defaults.pop("image_size")
+  return darts_cell.NetworkSpec(genotype, kind=kind, **{**defaults, **given})
+
+
+def network_spec_from_json(network, genotype_json):
+  """The spec of params.json's "network" (its kind names the space) and "genotype"."""
+  if not isinstance(network, dict):
+    raise UserInputError(f"'network' must be a JSON object, got {type(network).__name__}")
+  if network.get("kind") == chain.NetworkSpec.kind:
+    return chain.NetworkSpec.from_json(network, genotype_json)
+  return darts_cell.NetworkSpec.from_json(network, genotype_json)

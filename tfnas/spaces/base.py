@@ -85,3 +85,53 @@ class SearchSpace(abc.ABC):
     """Params and MACs of the network that the genotype is evaluated with ({"params",
     "macs", ...}), or {"error": why} when it builds none; with a "network" entry that
     names that network in a line."""
+
+
+class NetworkSpec(abc.ABC):
+  """A genotype's evaluation network as retraining, export and describe build it.
+
+  Implementations are frozen dataclasses of the genotype, num_classes and the network's
+  settings; spaces.network_spec makes one from a genotype and a tool's settings, and
+  spaces.network_spec_from_json from params.json's "network" and "genotype".
+  """
+
+  genotype: object
+  num_classes: int
+  auxiliary = False  # whether training returns (logits, aux_logits) and has a loss for both
+
+  @property
+  @abc.abstractmethod
+  def kind(self):
+    """The network's kind in params.json ('cifar', 'imagenet', 'chain')."""
+
+  @property
+  @abc.abstractmethod
+  def default_image_size(self):
+    """The square image size the network is evaluated at when none is given."""
+
+  @abc.abstractmethod
+  def build(self):
+    """The Keras network, unbuilt: network(x, training=, seed=) -> logits, or (logits,
+    aux_logits) in training when `auxiliary`; with `check_image_size(height, width)` and a
+    `drop_path_prob` variable (set per epoch)."""
+
+  @abc.abstractmethod
+  def settings_json(self):
+    """params.json's "network": {"kind": ..., the settings, "num_classes": ...}."""
+
+  @abc.abstractmethod
+  def genotype_json(self):
+    """The genotype as JSON (params.json's "genotype", genotype.json)."""
+
+  @abc.abstractmethod
+  def save_genotype(self, path):
+    """Writes genotype.json atomically."""
+
+  @abc.abstractmethod
+  def param_counts(self, network):
+    """{"params": ...} of the built network, and "params_with_aux" when it has the head."""
+
+  @abc.abstractmethod
+  def counts(self, image_shape):
+    """What describe prints and export stores: params and MACs for one image of this shape
+    (and what else the space counts), from shapes, nothing built."""

@@ -6,11 +6,11 @@ An export directory holds:
                  `probabilities`, float32 [None, num_classes]; the
                  normalization is inside, so clients need neither tfnas nor
                  the training mean and std;
-  genotype.json  the cells (genotype.save);
-  describe.json  params, params_with_aux, macs and ops (networks.network_counts).
+  genotype.json  the genotype (a cell's or a chain's);
+  describe.json  params, macs and what else the genotype's space counts (NetworkSpec.counts).
 
-load_trained() rebuilds a network from a tools/train.py model_dir: its
-params.json and the latest checkpoint in model_dir/checkpoints.
+The network is described by a spaces.base.NetworkSpec. load_trained() rebuilds a network from
+a tools/train.py model_dir: its params.json and the latest checkpoint in model_dir/checkpoints.
 """
 import gc
 import logging
@@ -19,19 +19,18 @@ import os
 
 import tensorflow as tf
 
+from tfnas import spaces
 from tfnas.layers import ops
 from tfnas.runtime import files
 from tfnas.runtime.errors import UserInputError
 from tfnas.runtime.errors import is_int
-from tfnas.spaces.darts_cell import genotype as genotype_lib
-from tfnas.spaces.darts_cell import networks
 
-NETWORK_KINDS = tuple(networks.NETWORK_KINDS)
-# The mean and std tfnas.data.sources normalizes CIFAR-10 with, and ImageNet's usual ones: an untrained
-# network of that kind normalizes with them.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The mean and std tfnas.data.sources normalizes CIFAR-10 with, and ImageNet's usual ones: an
+# untrained network of that kind normalizes with them.
 _KIND_NORMALIZATION = {
     "cifar": ((0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet": _IMAGENET, "chain": _IMAGENET,
 }
 
 SAVED_MODEL = "saved_model"
@@ -42,34 +41,11 @@ _OUTPUTS = (SAVED_MODEL, GENOTYPE_FILE, DESCRIBE_FILE)
 _CHANNELS = 3  # decoded RGB, as the data pipeline feeds the networks
 
 
-def make_network(kind, genotype, init_channels, layers, num_classes, auxiliary=True,
-                 drop_path="op"):
-  """Returns an unbuilt NetworkCIFAR ('cifar') or NetworkImageNet ('imagenet')."""
-  if kind not in NETWORK_KINDS:
-    raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
-  return networks.NETWORK_KINDS[kind](genotype, init_channels=init_channels, layers=layers,
-                                        num_classes=num_classes, auxiliary=auxiliary,
-                                        drop_path=drop_path)
-
-
-def untrained_network(kind, genotype, auxiliary=None, **overrides):
-  """(network, mean, std, image_shape, settings): a random-weight `kind` network of the
-  genotype in the papers' setting (networks.network_settings) but for the overrides that
-  are not None, normalizing with that kind's dataset's mean and std."""
-  settings = networks.network_settings(kind, **overrides)
-  settings["auxiliary"] = True if auxiliary is None else auxiliary
-  network = make_network(kind, genotype, settings["init_channels"], settings["layers"],
-                         settings["num_classes"], auxiliary=settings["auxiliary"])
-  size = settings["image_size"]
-  return network, *_KIND_NORMALIZATION[kind], (size, size, _CHANNELS), settings
-
-
-def network_counts(network, genotype, image_shape):
-  """The counts tools/describe.py prints: params, params_with_aux, macs, ops.
-
-  networks.network_counts with image_shape checked (from shapes: nothing is built).
-  """
-  return networks.network_counts(network, genotype, _check_image_shape(image_shape))
+def untrained_network(spec, image_size=None):
+  """(network, mean, std, image_shape): a random-weight network of `spec`, for square images
+  of image_size (None: the spec's default), normalizing with its kind's dataset's mean and std."""
+  size = spec.default_image_size if image_size is None else image_size
+  return spec.build(), *_KIND_NORMALIZATION[spec.kind], (size, size, _CHANNELS)
 
 
 class _ServingModule(tf.Module):
@@ -122,16 +98,16 @@ def check_export_dir(export_dir):
         "another export_dir")
 
 
-def export(network, mean, std, image_shape, export_dir, genotype, describe=None):
+def export(spec, network, mean, std, image_shape, export_dir, describe=None):
   """Writes saved_model/, genotype.json and describe.json into export_dir.
 
-  describe: the counts to write; None computes them with network_counts.
+  spec: the network's NetworkSpec; describe: the counts to write (None: spec.counts).
   Returns {"saved_model", "genotype", "describe": paths, "signature": text}.
   """
   check_export_dir(export_dir)
   module = serving_module(network, mean, std, image_shape)
   if describe is None:
-    describe = network_counts(network, genotype, image_shape)
+    describe = spec.counts(_check_image_shape(image_shape))
   try:
     os.makedirs(export_dir, exist_ok=True)
   except OSError as e:
@@ -143,7 +119,7 @@ def export(network, mean, std, image_shape, export_dir, genotype, describe=None)
   with ops.plain_gradients():
     tf.saved_model.save(module, paths["saved_model"],
                         signatures={"serving_default": module.serve.get_concrete_function()})
-  genotype_lib.save(genotype, paths["genotype"])
+  spec.save_genotype(paths["genotype"])
   files.write_json(describe, paths["describe"], indent=2)
   paths["signature"] = signature_text(module.serve.get_concrete_function())
   return paths
@@ -178,18 +154,15 @@ def load_trained(model_dir):
 
   Reads model_dir/params.json, builds the network it describes and restores
   the model from the latest checkpoint (optimizer and counters are left out).
-  Returns (network, params): params.json's content, with "genotype" as a
-  Genotype and "network" checked (image_shape, mean and std as tuples).
+  Returns (spec, network, params): the NetworkSpec, the network and params.json's content,
+  with "genotype" as the genotype and "network" checked (image_shape, mean and std as tuples).
   """
   if not os.path.isdir(model_dir):
     raise UserInputError(f"model_dir {model_dir} is not a directory")
   path = os.path.join(model_dir, "params.json")
-  params = _read_params(path)
-  settings = params["network"]
-  g = params["genotype"]
-  network = make_network(settings["kind"], g, settings["init_channels"], settings["layers"],
-                         settings["num_classes"], settings["auxiliary"], settings["drop_path"])
-  h, w, c = settings["image_shape"]
+  spec, params = _read_params(path)
+  network = spec.build()
+  h, w, c = params["network"]["image_shape"]
   network.check_image_size(h, w)
   # Builds every variable (the aux head too) so the restore is immediate and checkable.
   network(tf.zeros([1, h, w, c]), training=False)
@@ -209,7 +182,7 @@ def load_trained(model_dir):
     logger.setLevel(level)
   if problem is not None:
     raise UserInputError(f"checkpoint {ckpt} does not fit the network in {path}: {problem}")
-  return network, params
+  return spec, network, params
 
 
 def _restore(network, ckpt):
@@ -240,7 +213,7 @@ def _check_all_in_checkpoint(network):
 
 
 def _read_params(path):
-  """params.json with its genotype as a Genotype and its network section checked."""
+  """(spec, params.json with its genotype as a genotype and its network section checked)."""
   if not os.path.lexists(path):
     raise UserInputError(
         f"no params.json in {os.path.dirname(path)}: expected a model_dir written by "
@@ -250,34 +223,20 @@ def _read_params(path):
     for key in ("genotype", "network"):
       if key not in params:
         raise UserInputError(f"missing key '{key}'")
-    network = _check_network_settings(params["network"])
-    g = genotype_lib.from_json(params["genotype"])
+    spec = spaces.network_spec_from_json(params["network"], params["genotype"])
+    network = _check_image_settings(params["network"])
   except UserInputError as e:
     raise UserInputError(f"{path}: {e}") from None
-  return dict(params, genotype=g, network=network)
+  return spec, dict(params, genotype=spec.genotype, network=network)
 
 
-def _check_network_settings(settings):
-  """The 'network' section of params.json, checked key by key."""
-  if not isinstance(settings, dict):
-    raise UserInputError(f"'network' must be a JSON object, got {type(settings).__name__}")
-  missing = [k for k in ("kind", "init_channels", "layers", "num_classes", "auxiliary",
-                         "drop_path", "image_shape", "mean", "std") if k not in settings]
+def _check_image_settings(settings):
+  """The 'network' section of params.json with its image_shape, mean and std checked (the
+  spec checks the rest)."""
+  missing = [k for k in ("image_shape", "mean", "std") if k not in settings]
   if missing:
     raise UserInputError(f"'network' is missing {', '.join(missing)}")
   out = dict(settings)
-  if settings["kind"] not in NETWORK_KINDS:
-    raise UserInputError(
-        f"network.kind must be one of {', '.join(NETWORK_KINDS)}, got {settings['kind']!r}")
-  for key in ("init_channels", "layers", "num_classes"):
-    if not is_int(settings[key]):
-      raise UserInputError(f"network.{key} must be an integer, got {settings[key]!r}")
-  if not isinstance(settings["auxiliary"], bool):
-    raise UserInputError(f"network.auxiliary must be true or false, got {settings['auxiliary']!r}")
-  if settings["drop_path"] not in networks.DROP_PATH_STYLES:
-    raise UserInputError(
-        f"network.drop_path must be one of {', '.join(networks.DROP_PATH_STYLES)}, got "
-        f"{settings['drop_path']!r}")
   out["image_shape"] = _check_image_shape(settings["image_shape"], "network.image_shape")
   out["mean"] = _check_channel_values("network.mean", settings["mean"])
   out["std"] = _check_channel_values("network.std", settings["std"])

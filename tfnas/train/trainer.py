@@ -1,9 +1,11 @@
-"""Training a discovered cell from scratch, with the original evaluation protocol.
+"""Training a discovered network from scratch: a cell's, with the original evaluation protocol,
+or a chain's.
 
-quark0/darts cnn/train.py: SGD momentum 0.9, coupled weight decay 3e-4, lr 0.025
-cosine to 0 (stepped per epoch), gradient clipping at 5, batch 96, 600 epochs,
-the auxiliary head's loss weighted 0.4, drop path ramping linearly to 0.2,
-cutout 16, the whole training split, evaluation on the test split.
+The network is a spaces.base.NetworkSpec (spaces.network_spec makes one from a genotype). The
+defaults are quark0/darts cnn/train.py's: SGD momentum 0.9, coupled weight decay 3e-4, lr
+0.025 cosine to 0 (stepped per epoch), gradient clipping at 5, batch 96, 600 epochs, the
+auxiliary head's loss weighted 0.4 (networks that have the head), drop path ramping linearly
+to 0.2, cutout 16, the whole training split, evaluation on the test split.
 """
 import dataclasses
 import json
@@ -23,18 +25,13 @@ from tfnas.runtime import optimizers
 from tfnas.runtime import progress as progress_lib
 from tfnas.runtime import updates
 from tfnas.runtime.errors import UserInputError
-from tfnas.spaces.darts_cell import genotype as genotype_lib
-from tfnas.spaces.darts_cell import networks
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """The network and the optimization (defaults: the original CIFAR-10 protocol)."""
-  init_channels: int = 36
-  layers: int = 20
-  auxiliary_weight: float = 0.4      # 0: no auxiliary head
+  """The optimization (defaults: the original CIFAR-10 protocol); the network is a NetworkSpec."""
+  auxiliary_weight: float = 0.4      # of the auxiliary head's loss, in networks that have one
   drop_path_prob: float = 0.2        # reached at the last epoch, from 0
-  drop_path: str = "op"              # "op" (DARTS cells) or "node" (Fair DARTS cells)
   epochs: int = 600
   batch_size: int = 96               # global
   learning_rate: float = 0.025
@@ -51,8 +48,7 @@ class TrainConfig:
   checkpoint_every_secs: float = 600.0  # 0: off
 
   def __post_init__(self):
-    for name in ("init_channels", "layers", "epochs", "batch_size", "log_every_steps",
-                 "max_checkpoints"):
+    for name in ("epochs", "batch_size", "log_every_steps", "max_checkpoints"):
       if getattr(self, name) < 1:
         raise UserInputError(f"{name} must be >= 1, got {getattr(self, name)}")
     for name in ("auxiliary_weight", "learning_rate_min", "weight_decay", "grad_clip", "cutout",
@@ -63,8 +59,6 @@ class TrainConfig:
       raise UserInputError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
     if not self.learning_rate > 0:
       raise UserInputError(f"learning_rate must be > 0, got {self.learning_rate}")
-    if self.drop_path not in ("op", "node"):
-      raise UserInputError(f"drop_path must be 'op' or 'node', got {self.drop_path!r}")
 
 
 def _evaluate(eval_step, strategy, data, batch_size):
@@ -79,12 +73,15 @@ def _evaluate(eval_step, strategy, data, batch_size):
 
 
 _RESUMABLE = {("train", "epochs"), ("train", "log_every_steps"), ("train", "max_checkpoints"),
-              ("train", "checkpoint_every_steps"), ("train", "checkpoint_every_secs")}
+              ("train", "checkpoint_every_steps"), ("train", "checkpoint_every_secs"),
+              # Written into "train" before 2026-11-30, now in "network" (which is checked):
+              # a cell training of then resumes.
+              ("train", "init_channels"), ("train", "layers"), ("train", "drop_path")}
 
 
-def train(genotype, config, data_config, model_dir, strategy=None, data=None,
+def train(spec, config, data_config, model_dir, strategy=None, data=None,
           stop_at_step=None, stop_request=None, progress=None):
-  """Trains (or resumes training of) the network of `genotype` in model_dir.
+  """Trains (or resumes training of) the network of `spec` (a NetworkSpec) in model_dir.
 
   model_dir receives params.json, checkpoints/ (network, optimizer, step,
   epoch; every epoch and at the config's interval), TensorBoard events in
@@ -94,26 +91,27 @@ def train(genotype, config, data_config, model_dir, strategy=None, data=None,
   (files.model_dir_lock): a second run on it is refused.
   """
   with files.model_dir_lock(model_dir):
-    return _train(genotype, config, data_config, model_dir, strategy, data, stop_at_step,
+    return _train(spec, config, data_config, model_dir, strategy, data, stop_at_step,
                   stop_request, progress)
 
 
-def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_step, stop_request,
+def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, stop_request,
            progress):
   strategy = strategy or tf.distribute.get_strategy()
   data = data or sources.load_search_data(data_config)
+  if spec.num_classes != data.num_classes:
+    raise UserInputError(f"the network has {spec.num_classes} classes; {data.name} has "
+                         f"{data.num_classes}")
   distribute.check_batch_size(config.batch_size, strategy)
   n = strategy.num_replicas_in_sync
   steps_per_epoch = len(data.train) // config.batch_size
   if steps_per_epoch == 0:
     raise UserInputError(f"batch_size {config.batch_size} is larger than the training split "
                          f"({len(data.train)} images)")
-  auxiliary = config.auxiliary_weight > 0
-  network_params = {
-      "kind": "cifar", "init_channels": config.init_channels, "layers": config.layers,
-      "num_classes": data.num_classes, "auxiliary": auxiliary, "drop_path": config.drop_path,
-      "image_shape": list(data.image_shape), "mean": list(data.mean), "std": list(data.std)}
-  params = {"genotype": genotype_lib.to_json(genotype), "network": network_params,
+  auxiliary = spec.auxiliary
+  network_params = {**spec.settings_json(), "image_shape": list(data.image_shape),
+                    "mean": list(data.mean), "std": list(data.std)}
+  params = {"genotype": spec.genotype_json(), "network": network_params,
             "train": dataclasses.asdict(config), "data": dataclasses.asdict(data_config),
             "derived": {"num_replicas": n, "steps_per_epoch": steps_per_epoch,
                         "train_split": data.train_split, "test_split": data.val_split,
@@ -123,9 +121,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   with strategy.scope():
-    network = networks.NetworkCIFAR(genotype, config.init_channels, config.layers,
-                                      data.num_classes, auxiliary=auxiliary,
-                                      drop_path=config.drop_path)
+    network = spec.build()
     network.check_image_size(*data.image_shape[:2])
     files.prepare_model_dir(model_dir, params, _RESUMABLE, "training")
     network(tf.zeros([1, *data.image_shape]))
@@ -149,9 +145,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s", restored)
-  counts = {"params": networks.count_params(network, include_aux=False)}
-  if auxiliary:
-    counts["params_with_aux"] = networks.count_params(network, include_aux=True)
+  counts = spec.param_counts(network)
   logging.info("Training %s: %d params (%s), %d epochs x %d steps",
                json.dumps(params["genotype"]), counts["params"],
                f"{counts['params_with_aux']} with the auxiliary head" if auxiliary
@@ -197,7 +191,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
     history = files.read_json(eval_path, expect=dict).get("history", {})
     if not isinstance(history, dict):
       raise UserInputError(f"{eval_path}: 'history' must be a JSON object")
-  task = _TrainTask(config, model_dir, network, optimizer, global_step, history, counts, genotype,
+  task = _TrainTask(config, model_dir, network, optimizer, global_step, history, counts, spec,
                     lambda: train_step(iterator),
                     lambda: _evaluate(eval_step, strategy, data, config.batch_size))
   loop = loop_lib.Loop(
@@ -209,7 +203,7 @@ def _train(genotype, config, data_config, model_dir, strategy, data, stop_at_ste
                                                  config.log_every_steps, config.batch_size))
   if loop.run(task) is None:
     return None
-  summary = _eval_summary(history, counts, genotype)
+  summary = _eval_summary(history, counts, spec)
   if loop.chief:
     files.write_json(summary, eval_path)
   return summary
@@ -221,11 +215,11 @@ class _TrainTask:
   keys = ("loss_sum", "correct")
 
   def __init__(self, config, model_dir, network, optimizer, global_step, history, counts,
-               genotype, step, evaluate):
+               spec, step, evaluate):
     self.config, self.model_dir, self.network, self.optimizer = (config, model_dir, network,
                                                                  optimizer)
-    self.global_step, self.history, self.counts, self.genotype = (global_step, history, counts,
-                                                                  genotype)
+    self.global_step, self.history, self.counts, self.spec = (global_step, history, counts,
+                                                              spec)
     self.step, self.evaluate = step, evaluate
     self.writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
                     for name in ("train", "validation")}
@@ -274,7 +268,7 @@ class _TrainTask:
     with self.writers["validation"].as_default(step=step):
       tf.summary.scalar("loss/cross_entropy", f["test_loss"])
       tf.summary.scalar("accuracy", f["test_accuracy"])
-    files.write_json(_eval_summary(self.history, self.counts, self.genotype),
+    files.write_json(_eval_summary(self.history, self.counts, self.spec),
                      os.path.join(self.model_dir, "eval.json"))
 
   def flush(self):
@@ -282,12 +276,12 @@ class _TrainTask:
       writer.flush()
 
 
-def _eval_summary(history, counts, genotype):
+def _eval_summary(history, counts, spec):
   """eval.json: the final and the best test accuracy (DARTS reports the final one)."""
   epochs = sorted(history, key=int)
   best = max(epochs, key=lambda e: history[e]["test_accuracy"]) if epochs else None
   return {
-      "genotype": genotype_lib.to_json(genotype),
+      "genotype": spec.genotype_json(),
       **counts,
       "epochs_done": int(epochs[-1]) if epochs else 0,
       "final_test_accuracy": history[epochs[-1]]["test_accuracy"] if epochs else None,

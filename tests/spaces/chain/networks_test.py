@@ -1,4 +1,5 @@
 """Chain networks: the published chains' counts, built and from shapes; genotypes and JSON."""
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -159,3 +160,26 @@ def test_describe_counts_a_chain(tmp_path):
   assert refused.returncode == 2
   assert refused.stderr.strip() == ("error: --init_channels applies to DARTS cells, not to the "
                                     "chain FairNAS_B")
+
+
+def test_dropout_and_drop_connect_follow_the_seed_in_training_only():
+  g = _tiny([[(3, 3)], [(5, 3)], [(3, 3)]], dropout=0.5)
+  network = networks.ChainNetwork(g, num_classes=5)
+  x = tf.random.normal([4, 16, 16, 3])
+  seed = tf.constant([1, 2], tf.int64)
+  np.testing.assert_allclose(network(x, training=True, seed=seed),
+                             network(x, training=True, seed=seed))
+  assert np.max(np.abs(network(x, training=True, seed=seed)
+                       - network(x, training=True, seed=seed + 1))) > 1e-3
+  np.testing.assert_allclose(network(x), network(x))
+  # Without dropout, drop connect alone: it drops the residual layers' blocks per example.
+  quiet = networks.ChainNetwork(dataclasses.replace(g, dropout=0.0), num_classes=5)
+  quiet.drop_path_prob.assign(0.0)
+  a = quiet(x, training=True, seed=seed)
+  np.testing.assert_allclose(a, quiet(x, training=True, seed=seed + 1), rtol=1e-5, atol=1e-6)
+  quiet.drop_path_prob.assign(0.5)
+  layer = quiet.chain[0]
+  assert layer.residual
+  y = layer(tf.ones([8, 4, 4, 8]), training=True, drop_prob=0.5, seed=seed)
+  kept = np.any(np.abs(y.numpy() - 1.0) > 1e-6, axis=(1, 2, 3))
+  assert 0 < kept.sum() < 8  # some examples keep only the input

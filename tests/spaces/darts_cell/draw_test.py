@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tfnas.runtime.errors import UserInputError
+from tfnas.spaces import render
 from tfnas.spaces.darts_cell import draw
 from tfnas.spaces.darts_cell import genotype
 from tfnas.spaces.darts_cell import zoo
@@ -152,7 +153,7 @@ def test_unknown_cell():
 def test_render_png_svg_pdf(tmp_path):
   graph = draw.cell_graph(zoo.get('DARTS_V2'), 'normal')
   stem = tmp_path / 'sub' / 'normal'  # The missing folder gets created.
-  written = draw.render(graph, str(stem), ('png', 'svg', 'pdf'))
+  written = render.render(graph, str(stem), ('png', 'svg', 'pdf'))
   assert written == [str(stem) + s for s in ('.gv', '.png', '.svg', '.pdf')]
   assert (tmp_path / 'sub' / 'normal.gv').read_text() == graph.source
   assert (tmp_path / 'sub' / 'normal.png').read_bytes().startswith(
@@ -168,14 +169,14 @@ def test_render_png_svg_pdf(tmp_path):
 
 def test_render_default_png(tmp_path):
   graph = draw.cell_graph(zoo.get('FairDARTS_a'), 'reduce')
-  written = draw.render(graph, tmp_path / 'reduce')
+  written = render.render(graph, tmp_path / 'reduce')
   assert written == [str(tmp_path / 'reduce.gv'), str(tmp_path / 'reduce.png')]
 
 
 def test_render_unknown_format_writes_nothing(tmp_path):
   graph = draw.cell_graph(zoo.get('DARTS_V2'), 'normal')
   with pytest.raises(UserInputError, match="'bmp'"):
-    draw.render(graph, str(tmp_path / 'normal'), ('png', 'bmp'))
+    render.render(graph, str(tmp_path / 'normal'), ('png', 'bmp'))
   assert not list(tmp_path.iterdir())
 
 
@@ -186,7 +187,7 @@ def test_render_without_dot(tmp_path, monkeypatch):
   monkeypatch.setenv('PATH', str(empty))
   graph = draw.cell_graph(zoo.get('DARTS_V2'), 'normal')
   with pytest.raises(UserInputError) as e:
-    draw.render(graph, str(tmp_path / 'normal'), ('png',))
+    render.render(graph, str(tmp_path / 'normal'), ('png',))
   assert str(e.value) == (
       "rendering needs graphviz's `dot`: install the graphviz system package "
       '(apt-get install graphviz)')

@@ -4,7 +4,7 @@ chain_graph runs left to right (for a page); narrow_chain_graph top to bottom, f
 TensorBoard's 350-pixel image cards. Each searchable layer is a box with its blocks
 ("k5 e6"; several blocks of a multi-hot layer one per line, "+" between them), its output
 channels and its stride; a skipped layer is a dashed grey box. Blocks are filled by kernel
-size, darker for expansion 6. draw.render of the DARTS cell writes the files.
+size, darker for expansion 6. spaces.render writes them to files.
 """
 import graphviz
 

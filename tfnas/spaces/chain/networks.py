@@ -12,12 +12,17 @@ import tensorflow as tf
 
 from tfnas.layers import mbconv
 from tfnas.layers import ops
+from tfnas.runtime import distribute
+from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.chain import genotype as genotype_lib
 
 
 class ChainBlockSum(ops.LazyBlock):
   """One searchable layer of an evaluation network: the sum of its kept blocks, plus its
-  input when the shapes agree (the identity when it keeps none)."""
+  input when the shapes agree (the identity when it keeps none).
+
+  In training, drop_prob drops the blocks' sum of a layer that adds its input, per example
+  (EfficientNet's "drop connect"; the input passes)."""
 
   def __init__(self, c_in, layer, g, **kwargs):
     super().__init__(**kwargs)
@@ -26,20 +31,31 @@ class ChainBlockSum(ops.LazyBlock):
                                            g.activation, g.se_ratio, name=f"k{k}_e{e}")
                    for k, e in layer.blocks]
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, drop_prob=0.0, seed=None):
+    if not self.blocks:
+      return x
     ys = [block(x, training=training) for block in self.blocks]
-    if self.residual:
-      ys.append(x)
-    return tf.add_n(ys) if len(ys) > 1 else ys[0]
+    y = tf.add_n(ys) if len(ys) > 1 else ys[0]
+    if not self.residual:
+      return y
+    if training:
+      y = ops.drop_path(y, drop_prob, seed)
+    return y + x
 
 
 class ChainNetwork(ops.BuildsLazily, ops.ListsInCheckpoints, keras.Model):
-  """Stem, depthwise-separable block, the genotype's layers, head and classifier."""
+  """Stem, depthwise-separable block, the genotype's layers, head and classifier.
+
+  call(x, training=False, seed=None) returns logits. `seed` is an optional stateless [2] int
+  seed of the training's random draws (dropout, drop connect); without it they come from the
+  global generator. `drop_path_prob` (a variable, set per epoch) is the drop connect of the
+  layers that add their input.
+  """
 
   def __init__(self, genotype, num_classes=1000, **kwargs):
     super().__init__(**kwargs)
     g = genotype_lib.check(genotype)
-    self.genotype = g
+    self.genotype, self.num_classes = g, num_classes
     self.stem = mbconv.ConvBN(g.stem_channels, 3, stride=2, act=g.outer)
     self.separable = mbconv.DepthwiseSeparable(g.stem_channels, g.first_channels, 3, g.outer)
     self.chain = []
@@ -48,15 +64,27 @@ class ChainNetwork(ops.BuildsLazily, ops.ListsInCheckpoints, keras.Model):
       self.chain.append(ChainBlockSum(c, layer, g, name=f"layer_{i + 1}"))
       c = layer.out_channels
     self.head = mbconv.ConvBN(g.head_channels, 1, act=g.outer)
-    self.dropout = keras.layers.Dropout(g.dropout)
     self.classifier = ops.torch_dense(num_classes, g.head_channels)
+    self.drop_path_prob = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                          name="drop_path_prob")
 
-  def call(self, x, training=False):
+  def check_image_size(self, height, width):
+    """Any size fits (symmetric padding: each stride 2 gives ceil(size / 2))."""
+    if height < 1 or width < 1:
+      raise UserInputError(f"images of {height}x{width} have no pixels")
+
+  def call(self, x, training=False, seed=None):
+    if training:
+      seed = distribute.replica_seed(seed)
     y = self.separable(self.stem(x, training=training), training=training)
-    for layer in self.chain:
-      y = layer(y, training=training)
+    for i, layer in enumerate(self.chain):
+      y = layer(y, training=training, drop_prob=self.drop_path_prob,
+                seed=distribute.fold_seed(seed, i) if training else None)
     y = tf.reduce_mean(self.head(y, training=training), axis=[1, 2])
-    return tf.cast(self.classifier(self.dropout(y, training=training)), tf.float32)
+    if training and self.genotype.dropout > 0:
+      y = tf.nn.experimental.stateless_dropout(
+          y, self.genotype.dropout, distribute.fold_seed(seed, len(self.chain)))
+    return tf.cast(self.classifier(y), tf.float32)
 
 
 def count_params(model):

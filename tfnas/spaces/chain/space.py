@@ -29,6 +29,7 @@ import numbers
 import numpy as np
 
 from tfnas.runtime.errors import UserInputError
+from tfnas.runtime.errors import is_int
 from tfnas.spaces import base
 from tfnas.spaces.chain import draw
 from tfnas.spaces.chain import genotype as genotype_lib
@@ -282,3 +283,49 @@ def derive(space, weights, rule, threshold):
       raise UserInputError(f"unknown selection rule {rule!r}")
     kept_per_layer.append([candidates[j] for j in kept if j < len(candidates)])
   return space.genotype(kept_per_layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec(base.NetworkSpec):
+  """A chain genotype's network (networks.ChainNetwork): the genotype holds its settings."""
+  genotype: object
+  num_classes: int = 1000
+  kind = "chain"
+  default_image_size = 224
+
+  def __post_init__(self):
+    genotype_lib.check(self.genotype)
+    if not is_int(self.num_classes) or self.num_classes < 2:
+      raise UserInputError(f"network.num_classes must be an integer >= 2, got "
+                           f"{self.num_classes!r}")
+
+  @classmethod
+  def from_json(cls, settings, genotype_json):
+    """From params.json's "network" ({"kind": "chain", "num_classes"}) and "genotype"."""
+    if "num_classes" not in settings:
+      raise UserInputError("'network' is missing num_classes")
+    return cls(genotype_lib.from_json(genotype_json), settings["num_classes"])
+
+  def build(self):
+    from tfnas.spaces.chain import networks  # pylint: disable=import-outside-toplevel
+    return networks.ChainNetwork(self.genotype, self.num_classes)
+
+  def settings_json(self):
+    return {"kind": self.kind, "num_classes": self.num_classes}
+
+  def genotype_json(self):
+    return genotype_lib.to_json(self.genotype)
+
+  def save_genotype(self, path):
+    genotype_lib.save(self.genotype, path)
+
+  def param_counts(self, network):
+    from tfnas.spaces.chain import networks  # pylint: disable=import-outside-toplevel
+    return {"params": networks.count_params(network)}
+
+  def counts(self, image_shape):
+    """params, macs, the layers and how many keep each block ('skip': none)."""
+    from tfnas.spaces.chain import networks  # pylint: disable=import-outside-toplevel
+    return {**networks.counts_from_shapes(self.genotype, tuple(image_shape[:2]),
+                                          self.num_classes),
+            "layers": len(self.genotype.layers), "ops": genotype_lib.count_blocks(self.genotype)}

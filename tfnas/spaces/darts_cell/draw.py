@@ -1,16 +1,13 @@
 """Cell diagrams in the style of the original DARTS pictures, via graphviz.
 
 cell_graph builds the graph without touching the disk (test it through
-`.source`); render writes the DOT source and runs Graphviz's `dot` on it.
+`.source`); spaces.render writes the DOT source and runs Graphviz's `dot` on it.
 narrow_cell_graph draws the same cell top to bottom for TensorBoard, whose
 image cards are 350 pixels wide.
 """
-import os
-
 import graphviz
 
 from tfnas.runtime.errors import UserInputError
-from tfnas.runtime.errors import first_line
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 
 _CELLS = ('normal', 'reduce')
@@ -24,13 +21,6 @@ _OUTPUT_FILL = 'palegoldenrod'
 # Nodes that do not exist in the built cell, and edges from them.
 _MISSING_NODE = {'fillcolor': 'lightgray', 'color': 'gray', 'fontcolor': 'gray'}
 _MISSING_EDGE = {'color': 'gray', 'fontcolor': 'gray'}
-
-# Single-file picture formats; others (gv, vrml, imap, ...) clash with the
-# .gv source or write side files.
-FORMATS = ('png', 'svg', 'pdf', 'jpg', 'jpeg', 'gif', 'eps', 'ps')
-_DOT_MISSING = ("rendering needs graphviz's `dot`: install the graphviz system "
-                'package (apt-get install graphviz)')
-
 
 def cell_graph(genotype, cell):
   """Returns the graphviz.Digraph of one cell of a Genotype.
@@ -144,51 +134,3 @@ def _add_output(g, concat, live):
 def _name(node):
   """The drawn name of a node number: c_{k-2}, c_{k-1}, then 0, 1, ..."""
   return _INPUTS[node] if node < 2 else str(node - 2)
-
-
-def render(graph, path_stem, formats=('png',)):
-  """Writes path_stem.gv (the DOT source), then path_stem.<fmt> per format.
-
-  Args:
-    graph: a graphviz.Digraph, e.g. from cell_graph.
-    path_stem: output path without suffix; missing directories are created.
-    formats: output formats, each one of FORMATS.
-
-  Returns:
-    The paths written, the .gv first.
-  """
-  if isinstance(formats, str):
-    formats = (formats,)
-  formats = tuple(dict.fromkeys(formats))  # Drops repeats, keeps order.
-  if not formats:
-    raise UserInputError(
-        f"no output format given; allowed: {', '.join(FORMATS)}")
-  for fmt in formats:
-    # Checked up front, so a bad format writes nothing.
-    if fmt not in FORMATS:
-      raise UserInputError(
-          f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
-  path_stem = os.fspath(path_stem)
-  gv_path = path_stem + '.gv'
-  directory = os.path.dirname(gv_path)
-  try:
-    if directory:
-      os.makedirs(directory, exist_ok=True)
-    graph.save(filename=gv_path)
-  except OSError as e:
-    raise UserInputError(f'cannot write {gv_path}: {e.strerror}') from None
-  written = [gv_path]
-  for fmt in formats:
-    out = f'{path_stem}.{fmt}'
-    try:
-      graph.render(filename=gv_path, outfile=out, format=fmt, quiet=True)
-    except graphviz.ExecutableNotFound:
-      raise UserInputError(_DOT_MISSING) from None
-    except graphviz.CalledProcessError as e:
-      # E.g. a format this build of dot lacks a plugin for.
-      detail = first_line(e.stderr) or f'exit status {e.returncode}'
-      raise UserInputError(f'dot could not write {out}: {detail}') from None
-    except OSError as e:
-      raise UserInputError(f'cannot write {out}: {e.strerror}') from None
-    written.append(out)
-  return written

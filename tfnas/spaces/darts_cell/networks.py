@@ -16,10 +16,11 @@ from tfnas.runtime import distribute
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import zoo
+from tfnas.spaces.darts_cell import space as space_lib
 from tfnas.spaces.darts_cell.space import edge_stride
 from tfnas.spaces.darts_cell.space import reduction_cells
 
-DROP_PATH_STYLES = ("op", "node")
+DROP_PATH_STYLES = space_lib.DROP_PATH_STYLES
 
 _AUX_POOL = 5  # the auxiliary head's average pool window
 # Per network kind: its name, how much the stem shrinks the image, the auxiliary head's settings.
@@ -469,18 +470,5 @@ def counts_from_shapes(kind, genotype, image_shape, init_channels, layers, num_c
   return {**out, "macs": macs, "ops": genotype_lib.count_ops(genotype, built_only=True)}
 
 
-# The evaluation networks by kind, and the settings the papers evaluate them with (DARTS
-# CIFAR; DARTS ImageNet, mobile setting): for the tools that build one from a genotype alone.
+# The evaluation networks by kind (their settings in the papers: space.KIND_SETTINGS).
 NETWORK_KINDS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
-_KIND_SETTINGS = {
-    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32),
-    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224),
-}
-
-
-def network_settings(kind, **overrides):
-  """init_channels, layers, num_classes and image_size of a `kind` network: the papers'
-  setting, with the overrides that are not None."""
-  if kind not in NETWORK_KINDS:
-    raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
-  return {**_KIND_SETTINGS[kind], **{k: v for k, v in overrides.items() if v is not None}}

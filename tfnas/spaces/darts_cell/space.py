@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from tfnas.runtime.errors import UserInputError
+from tfnas.runtime.errors import is_int
 from tfnas.spaces import base
 from tfnas.spaces.darts_cell import draw
 from tfnas.spaces.darts_cell import genotype as genotype_lib
@@ -17,6 +18,16 @@ from tfnas.spaces.darts_cell import genotype as genotype_lib
 CELLS = ("normal", "reduce")  # the cell types, in the order of the alphas
 # What derived_network_counts evaluates a genotype with: DARTS' CIFAR network.
 EVAL_CHANNELS, EVAL_LAYERS = 36, 20
+# The evaluation networks (networks.NETWORK_KINDS) and the settings the papers evaluate them
+# with (DARTS CIFAR; DARTS ImageNet, mobile setting), for the tools that build one from a
+# genotype alone.
+NETWORK_KINDS = ("cifar", "imagenet")
+KIND_SETTINGS = {
+    "cifar": dict(init_channels=36, layers=20, num_classes=10, image_size=32),
+    "imagenet": dict(init_channels=48, layers=14, num_classes=1000, image_size=224),
+}
+# Drop path per op except the identity (DARTS cells), or per node (Fair DARTS' DCOCell).
+DROP_PATH_STYLES = ("op", "node")
 
 
 def reduction_cells(layers):
@@ -135,3 +146,85 @@ class SearchSpace(base.SearchSpace):
       except UserInputError as e:
         error = str(e)  # without the head: why there is no network at all
     return {"error": error, "network": network}
+
+
+def network_settings(kind, **overrides):
+  """init_channels, layers, num_classes and image_size of a `kind` network: the papers'
+  setting, with the overrides that are not None."""
+  if kind not in NETWORK_KINDS:
+    raise UserInputError(f"unknown network kind {kind!r}; allowed: {', '.join(NETWORK_KINDS)}")
+  return {**KIND_SETTINGS[kind], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec(base.NetworkSpec):
+  """A cell genotype's evaluation network: DARTS' CIFAR network ('cifar') or its ImageNet
+  mobile network ('imagenet'), with its settings (defaults: the CIFAR protocol)."""
+  genotype: object
+  num_classes: int = 10
+  kind: str = "cifar"
+  init_channels: int = 36
+  layers: int = 20
+  auxiliary: bool = True
+  drop_path: str = "op"            # "op" (DARTS cells) or "node" (Fair DARTS cells)
+
+  def __post_init__(self):
+    if self.kind not in NETWORK_KINDS:
+      raise UserInputError(f"network.kind must be one of {', '.join(NETWORK_KINDS)}, got "
+                           f"{self.kind!r}")
+    for name in ("init_channels", "layers", "num_classes"):
+      value, least = getattr(self, name), 2 if name == "num_classes" else 1
+      if not is_int(value) or value < least:
+        raise UserInputError(f"network.{name} must be an integer >= {least}, got {value!r}")
+    if not isinstance(self.auxiliary, bool):
+      raise UserInputError(f"network.auxiliary must be true or false, got {self.auxiliary!r}")
+    if self.drop_path not in DROP_PATH_STYLES:
+      raise UserInputError(f"network.drop_path must be one of {', '.join(DROP_PATH_STYLES)}, "
+                           f"got {self.drop_path!r}")
+
+  @property
+  def default_image_size(self):
+    """The papers' image size for this kind (32 CIFAR, 224 ImageNet)."""
+    return KIND_SETTINGS[self.kind]["image_size"]
+
+  @classmethod
+  def from_json(cls, settings, genotype_json):
+    """From params.json's "network" (kind and settings) and "genotype"."""
+    missing = [k for k in ("kind", "init_channels", "layers", "num_classes", "auxiliary",
+                           "drop_path") if k not in settings]
+    if missing:
+      raise UserInputError(f"'network' is missing {', '.join(missing)}")
+    return cls(genotype_lib.from_json(genotype_json), settings["num_classes"],
+               settings["kind"], settings["init_channels"], settings["layers"],
+               settings["auxiliary"], settings["drop_path"])
+
+  def build(self):
+    from tfnas.spaces.darts_cell import networks  # pylint: disable=import-outside-toplevel
+    return networks.NETWORK_KINDS[self.kind](
+        self.genotype, init_channels=self.init_channels, layers=self.layers,
+        num_classes=self.num_classes, auxiliary=self.auxiliary, drop_path=self.drop_path)
+
+  def settings_json(self):
+    return {"kind": self.kind, "init_channels": self.init_channels, "layers": self.layers,
+            "num_classes": self.num_classes, "auxiliary": self.auxiliary,
+            "drop_path": self.drop_path}
+
+  def genotype_json(self):
+    return genotype_lib.to_json(self.genotype)
+
+  def save_genotype(self, path):
+    genotype_lib.save(self.genotype, path)
+
+  def param_counts(self, network):
+    from tfnas.spaces.darts_cell import networks  # pylint: disable=import-outside-toplevel
+    counts = {"params": networks.count_params(network, include_aux=False)}
+    if self.auxiliary:
+      counts["params_with_aux"] = networks.count_params(network, include_aux=True)
+    return counts
+
+  def counts(self, image_shape):
+    """params, params_with_aux (with the head), macs and the ops the cells build."""
+    from tfnas.spaces.darts_cell import networks  # pylint: disable=import-outside-toplevel
+    return networks.counts_from_shapes(self.kind, self.genotype, tuple(image_shape[:2]),
+                                       self.init_channels, self.layers, self.num_classes,
+                                       self.auxiliary)
