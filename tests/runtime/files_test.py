@@ -93,6 +93,18 @@ def test_prepare_model_dir_refuses_an_unusable_params_json(tmp_path, content, me
   assert content is None or path.read_text() == content  # nothing overwritten
 
 
+def test_a_setting_added_since_resumes_an_older_run_only_when_off(tmp_path):
+  _put(tmp_path / "params.json", '{"search": {"epochs": 3}}')
+  for off in (None, False):
+    files.prepare_model_dir(str(tmp_path), {"search": {"epochs": 3, "new": off}}, set(),
+                            "search")
+    _put(tmp_path / "params.json", '{"search": {"epochs": 3}}')
+  for on in (True, 0, "x"):
+    with pytest.raises(UserInputError, match="older tfnas, which had no setting search.new"):
+      files.prepare_model_dir(str(tmp_path), {"search": {"epochs": 3, "new": on}}, set(),
+                              "search")
+
+
 def test_a_search_model_dir_is_named_a_search_to_train(tmp_path):
   files.prepare_model_dir(str(tmp_path), {"search": {"epochs": 3}}, set(), "search")
   with pytest.raises(UserInputError, match=f"{tmp_path} holds a search, not a training"):

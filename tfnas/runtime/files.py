@@ -121,11 +121,17 @@ def _holder(text):
 _KINDS = {"search": "search", "train": "training"}
 
 
+# A setting added to tfnas is off (None or False) by default, and off it behaves as tfnas did
+# before it: a run written before it resumes with it off.
+_OFF = (None, False)
+
+
 def prepare_model_dir(model_dir, params, resumable, what):
   """Writes params.json, refusing a model_dir that holds a run of another kind or configuration.
 
   `resumable` lists the (section, key) settings that may change on resume; `what`
-  names the run ('search' or 'training') in messages. Take files.model_dir_lock first.
+  names the run ('search' or 'training') in messages. A setting the stored params
+  lack is accepted when it is off (None or False). Take files.model_dir_lock first.
   """
   path = os.path.join(model_dir, "params.json")
   if os.path.lexists(path):
@@ -147,6 +153,8 @@ def prepare_model_dir(model_dir, params, resumable, what):
         if (section, key) in resumable:
           continue
         a, b = stored.get(key), (values or {}).get(key)
+        if key not in stored and any(b is off for off in _OFF):  # not 0, which == False
+          continue  # a setting added since, off: the older run's behaviour
         if key not in stored:
           raise UserInputError(
               f"{model_dir} holds a {what} of an older tfnas, which had no setting "
