@@ -1,8 +1,15 @@
-"""Image datasets for the search and the training: loaded into memory and split.
+"""Image datasets for the search and the training: loaded and split.
 
-A dataset is a TFDS name (cifar10, cifar100, ...), "digits" (scikit-learn's
-bundled 8x8 digits, works offline) or a folder of images with one subfolder per
-class. Everything is held in memory as uint8, which suits CIFAR-scale search.
+A dataset is a TFDS name (cifar10, cifar100, imagenet2012, imagenette/320px-v2,
+...), "digits" (scikit-learn's bundled 8x8 digits, works offline) or a folder of
+images with one subfolder per class.
+
+Small images are held in memory as uint8 (ImageSet), which suits CIFAR-scale
+search. ImageNet-like sets are streamed (StreamedImageSet: record ids and labels
+in memory, images read and decoded per batch by pipeline.py): the TFDS sets whose
+images vary in size (imagenet2012, imagenette, ...) and the folders read at an
+image_size above STREAM_ABOVE pixels. Streamed sets get ImageNet's mean and std
+and the Inception transforms.
 
 The only split of digits and of a folder is 'train'. A folder's files are
 grouped by class, so its split strings slice a seeded stratified order (each
@@ -12,6 +19,7 @@ Batching is pipeline.py's.
 """
 import dataclasses
 import os
+from typing import Callable
 import re
 import socket
 
@@ -38,7 +46,21 @@ _CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 _CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 _DEFAULT_FOLDER_IMAGE_SIZE = 32
+
+
+# Folders read at a larger image_size are streamed: in memory, 64x64 uint8 images
+# take 12 KB each (1.2 GB for 100k); ImageNet's 224x224 would take 150 KB each.
+STREAM_ABOVE = 64
+
+
+_DEFAULT_STREAMED_IMAGE_SIZE = 224  # TFDS sets of varying image sizes
 
 
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -61,11 +83,9 @@ _SPLIT_KEY = 2  # the stratified order of a folder (numpy, not TensorFlow)
 RNG_ALG = "philox"  # Fixed, so that results do not depend on the device.
 
 
-# Splits left unset (None) in a DataConfig: the dataset's training split and
-# its held-out split; a source with only a 'train' split holds out its last 20%.
-_TFDS_SPLITS = ("train", "test")
-
-
+# Splits left unset (None) in a DataConfig: a TFDS dataset's 'train' split and
+# its held-out split ('test', else 'validation'); a source with only a 'train'
+# split holds out its last 20%.
 _HELD_OUT_SPLITS = ("train[:80%]", "train[80%:]")
 
 
@@ -98,6 +118,7 @@ class DataConfig:
   download: bool = True
   augment: bool | None = None
   seed: int = 0
+  per_class_splits: bool = False
 
   def __post_init__(self):
     if not isinstance(self.dataset, str) or not self.dataset.strip():
@@ -142,6 +163,29 @@ class ImageSet:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class StreamedImageSet:
+  """Images read and decoded per batch (pipeline.py), never held in memory.
+
+  Attributes:
+    ids: int64 [N], each image's id for `read`.
+    labels: int64 [N].
+    read: a scalar int64 id tensor -> the encoded image (JPEG, PNG, ...), a
+      tf.string scalar; traced inside tf.data.
+    image_size: the side of the square images the pipeline makes.
+  """
+  ids: np.ndarray
+  labels: np.ndarray
+  read: Callable[[tf.Tensor], tf.Tensor]
+  image_size: int
+
+  def __len__(self):
+    return len(self.labels)
+
+  def take(self, index):
+    return StreamedImageSet(self.ids[index], self.labels[index], self.read, self.image_size)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class SearchData:
   """Both halves of the search data plus what the model needs to know.
 
@@ -182,16 +226,21 @@ def load_search_data(cfg: DataConfig) -> SearchData:
     loaded = _load_tfds(cfg)  # Falls back to a folder of the same name.
   train, val, num_classes, mean, std, tfds_name, splits = loaded
 
+  streamed = isinstance(train, StreamedImageSet)
   if cfg.augment is None:
-    augment = bool(tfds_name and tfds_name.startswith("cifar"))
+    augment = streamed or bool(tfds_name and tfds_name.startswith("cifar"))
   else:
     augment = bool(cfg.augment)
+  if streamed:
+    image_shape = (train.image_size, train.image_size, 3)
+  else:
+    image_shape = tuple(int(d) for d in train.images.shape[1:])
   return SearchData(
       name=name,
       train=train,
       val=val,
       num_classes=num_classes,
-      image_shape=tuple(int(d) for d in train.images.shape[1:]),
+      image_shape=image_shape,
       mean=mean,
       std=std,
       augment=augment,
@@ -208,7 +257,8 @@ def _load_digits(cfg):
   images = np.repeat(gray[..., np.newaxis], 3, axis=-1)
   labels = digits.target.astype(np.int64)
   # Stored by writer with the classes interleaved: no shuffle needed.
-  train, val, splits = _split_single(images, labels, cfg, "digits", stratify=False)
+  train, val, splits = _split_single(_in_memory(images, labels), labels, cfg, "digits",
+                                     stratify=False)
   return train, val, 10, *_mean_std(train), None, splits
 
 
@@ -236,11 +286,23 @@ def _load_folder(cfg, root):
           f"({', '.join(_IMAGE_EXTENSIONS)})")
     files.extend(found)
     labels.extend([label] * len(found))
-  images = np.stack([_read_image(f, size) for f in files])
+  labels = np.asarray(labels, np.int64)
+  if size > STREAM_ABOVE:
+    paths = tf.constant(files)
+    take = StreamedImageSet(np.arange(len(files), dtype=np.int64), labels,
+                            lambda i: tf.io.read_file(tf.gather(paths, i)), size).take
+  else:
+    take = _in_memory(np.stack([_read_image(f, size) for f in files]), labels)
   # Grouped by class: contiguous slices would split the classes.
-  train, val, splits = _split_single(images, np.asarray(labels, np.int64), cfg, name,
-                                     stratify=True)
+  train, val, splits = _split_single(take, labels, cfg, name, stratify=True)
+  if size > STREAM_ABOVE:
+    return train, val, len(classes), _IMAGENET_MEAN, _IMAGENET_STD, None, splits
   return train, val, len(classes), *_mean_std(train), None, splits
+
+
+def _in_memory(images, labels):
+  """take(index) of in-memory images: the ImageSet of those examples."""
+  return lambda index: ImageSet(images[index], labels[index])
 
 
 def _image_files(folder):
@@ -278,6 +340,10 @@ def _load_tfds(cfg):
                   str(e).startswith("Parsing builder name string"))
     if is_unknown and os.path.isdir(name):
       return _load_folder(cfg, name)  # A folder in the working directory.
+    if is_unknown and name.startswith("imagewoof"):
+      raise UserInputError(
+          f"unknown dataset '{name}': TFDS has no imagewoof; download imagewoof2 "
+          "(https://github.com/fastai/imagenette) and pass its train folder") from None
     if is_unknown:
       raise UserInputError(
           f"unknown dataset '{name}': not a TFDS dataset name, 'digits', or "
@@ -285,63 +351,176 @@ def _load_tfds(cfg):
     raise UserInputError(f"cannot open TFDS dataset '{name}': "
                          f"{first_line(e, limit=200)}") from None
 
-  if not builder.is_prepared():
-    _prepare(builder, cfg, tfds)
-
   info = builder.info
   keys = info.supervised_keys
   if not keys or len(keys) != 2:
     raise UserInputError(f"TFDS dataset {name} has no (image, label) "
                          "supervised keys, so it cannot be used for search")
   image_key, label_key = keys
-  image_feature = info.features[image_key]
-  label_feature = info.features[label_key]
-  num_classes = getattr(label_feature, "num_classes", None)
+  shape = tuple(getattr(info.features[image_key], "shape", ()) or ())
+  if len(shape) != 3 or shape[-1] not in (1, 3):
+    raise UserInputError(f"TFDS dataset {name} has images of shape {shape}; search needs "
+                         "images with 1 or 3 channels")
+  streamed = None in shape[:2]  # images of varying sizes: ImageNet-like
+
+  if not builder.is_prepared():
+    # Streamed sets read records by index, which array_record files allow.
+    _prepare(builder, cfg, tfds, file_format="array_record" if streamed else None)
+
+  info = builder.info
+  num_classes = getattr(info.features[label_key], "num_classes", None)
   if not num_classes:
     raise UserInputError(f"TFDS dataset {name}: '{label_key}' is not a class "
                          "label, so it cannot be used for classification")
-  shape = tuple(getattr(image_feature, "shape", ()) or ())
-  if len(shape) != 3 or None in shape or shape[-1] not in (1, 3):
-    raise UserInputError(
-        f"TFDS dataset {name} has images of shape {shape}; search needs one "
-        "fixed size with 1 or 3 channels (export them to a folder of images "
-        "and use image_size)")
-  _check_native_size(cfg, name, shape[0], shape[1])
-
-  splits = _resolve_splits(cfg, _TFDS_SPLITS)
-  train = _read_tfds_split(builder, splits[0], tfds)
-  val = _read_tfds_split(builder, splits[1], tfds)
-  _check_overlap(splits, name, _tfds_examples(builder, splits, tfds))
-  if builder.info.name == "cifar10":
+  held_out = "validation" if "validation" in info.splits and "test" not in info.splits else "test"
+  splits = _resolve_splits(cfg, ("train", held_out))
+  for split in splits:
+    _check_tfds_split(builder, split)
+  if streamed:
+    records = _TfdsRecords(builder, tfds, image_key, label_key)
+    everything = StreamedImageSet(np.arange(len(records.labels), dtype=np.int64),
+                                  records.labels, records.read,
+                                  cfg.image_size or _DEFAULT_STREAMED_IMAGE_SIZE)
+  else:
+    _check_native_size(cfg, name, shape[0], shape[1])
+  if cfg.per_class_splits:
+    if not streamed:  # every stored split, numbered as _tfds_examples does
+      whole = [_read_tfds_split(builder, n, tfds) for n in sorted(info.splits.keys())]
+      everything = ImageSet(np.concatenate([w.images for w in whole]),
+                            np.concatenate([w.labels for w in whole]))
+    labels = _labels_by_split(info, everything.labels)
+    indices = [per_class_indices(s, labels, cfg.seed, name) for s in splits]
+    for split, index in zip(splits, indices):
+      if index.size == 0:
+        raise UserInputError(f"split '{split}' of {name} is empty")
+    _check_overlap(splits, name, indices)
+    train, val = (_take(everything, i) for i in indices)
+  elif streamed:
+    indices = _tfds_examples(builder, splits, tfds)
+    _check_overlap(splits, name, indices)
+    train, val = (everything.take(i) for i in indices)
+  else:
+    train = _read_tfds_split(builder, splits[0], tfds)
+    val = _read_tfds_split(builder, splits[1], tfds)
+    _check_overlap(splits, name, _tfds_examples(builder, splits, tfds))
+  if streamed:
+    mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+  elif info.name == "cifar10":
     mean, std = _CIFAR10_MEAN, _CIFAR10_STD
-  elif builder.info.name == "cifar100":
+  elif info.name == "cifar100":
     mean, std = _CIFAR100_MEAN, _CIFAR100_STD
   else:
     mean, std = _mean_std(train)
-  return train, val, int(num_classes), mean, std, builder.info.name, splits
+  return train, val, int(num_classes), mean, std, info.name, splits
 
 
-def _prepare(builder, cfg, tfds):
+def _take(images, index):
+  if isinstance(images, StreamedImageSet):
+    return images.take(index)
+  return ImageSet(images.images[index], images.labels[index])
+
+
+def _labels_by_split(info, labels):
+  """{split name: its labels} of labels numbered split after split in sorted name order."""
+  names = sorted(info.splits.keys())
+  bounds = np.cumsum([0] + [info.splits[n].num_examples for n in names])
+  return {n: labels[bounds[k]:bounds[k + 1]] for k, n in enumerate(names)}
+
+
+class _TfdsRecords:
+  """A TFDS dataset's records by id (its splits one after the other in sorted name order,
+  the numbering of _tfds_examples) and all their labels, for a StreamedImageSet."""
+
+  def __init__(self, builder, tfds, image_key, label_key):
+    info = builder.info
+    self.names = sorted(info.splits.keys())
+    try:
+      self.sources = [builder.as_data_source(
+          n, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES).data_source
+                      for n in self.names]
+    except NotImplementedError:
+      raise UserInputError(
+          f"TFDS dataset {info.full_name} in {builder.data_dir_root} is stored as "
+          f"{info.file_format.value}, which cannot be read by index: build it again as "
+          f"array_record (`tfds build {builder.name} --file_format=array_record "
+          "--data_dir=NEW_DIR`) and pass --tfds_data_dir=NEW_DIR") from None
+    self.starts = np.cumsum([0] + [len(s) for s in self.sources])
+    self.image_key = image_key
+    self.label_key = label_key
+    self.labels = np.concatenate([self._split_labels(builder, n) for n in self.names])
+
+  def _split_labels(self, builder, split):
+    """The labels of a split: one pass over its records, then cached beside them."""
+    cache = os.path.join(builder.data_dir, f"tfnas-labels-{split}.npy")
+    if os.path.exists(cache):
+      return np.load(cache)
+    source = self.sources[self.names.index(split)]
+    logging.info("Reading the labels of %s's %s split once (%d records)",
+                 builder.info.full_name, split, len(source))
+    spec = {self.label_key: tf.io.FixedLenFeature([], tf.int64)}
+    chunks = [tf.io.parse_example(_as_strings(source.__getitems__(range(i, min(i + 4096,
+                                                                              len(source))))),
+                                  spec)[self.label_key].numpy()
+              for i in range(0, len(source), 4096)]
+    labels = np.concatenate(chunks).astype(np.int64) if chunks else np.zeros([0], np.int64)
+    try:
+      np.save(cache, labels)
+    except OSError:  # a read-only dataset: read them again next time
+      pass
+    return labels
+
+  def _record(self, i):
+    k = int(np.searchsorted(self.starts, i, side="right")) - 1
+    return _as_strings([self.sources[k][int(i) - int(self.starts[k])]])[0]
+
+  def read(self, i):
+    record = tf.numpy_function(self._record, [i], tf.string, stateful=False)
+    return tf.io.parse_single_example(
+        record, {self.image_key: tf.io.FixedLenFeature([], tf.string)})[self.image_key]
+
+
+def _as_strings(records):
+  # An object array keeps bytes whole (numpy's bytes dtype drops trailing zeros).
+  return np.array(list(records), dtype=object)
+
+
+def _prepare(builder, cfg, tfds, file_format=None):
   """Downloads and prepares a missing dataset, or says how to get it."""
   if cfg.data_dir:
     where = cfg.data_dir
   else:
     where = os.fspath(tfds.core.constants.DATA_DIR)
-  if not cfg.download:
+  instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  if instructions:
+    reason = _manual_files_missing(builder, instructions)
+  elif not cfg.download:
     reason = "downloads are off"
   else:
     reason = _network_problem()
-    if reason is None:
-      try:
-        builder.download_and_prepare()
-      except Exception as e:  # pylint: disable=broad-except
-        reason = first_line(e, limit=160)
+  if reason is None:
+    try:
+      builder.download_and_prepare(file_format=file_format)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = first_line(e, limit=160)
   if reason is not None:
     name = cfg.dataset
     raise UserInputError(
         f"dataset {name} is not in {where} and could not be downloaded "
         f"({reason}): build it where there is internet (`tfds build {name} "
         "--data_dir=DIR`), copy DIR here and pass --tfds_data_dir=DIR")
+
+
+def _manual_files_missing(builder, instructions):
+  """None when the manual download is in place; else raises the line that says where."""
+  manual = os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
+  names = sorted(set(re.findall(r"[\w.-]+\.(?:tar\.gz|tgz|tar|zip)\b", instructions)))
+  missing = [n for n in names if not os.path.exists(os.path.join(manual, n))]
+  if missing or not (os.path.isdir(manual) and os.listdir(manual)):
+    files = " and ".join(names) if names else "its files"
+    raise UserInputError(
+        f"dataset {builder.name} needs a manual download: put {files} in {manual} "
+        "(or pass --tfds_data_dir=DIR to use DIR/downloads/manual), then run again")
+  return None
 
 
 def _network_problem():
@@ -380,8 +559,8 @@ def _tfds_examples(builder, splits, tfds):
   return ids
 
 
-def _read_tfds_split(builder, split, tfds):
-  """Reads one split into memory, in the stored (deterministic) order."""
+def _check_tfds_split(builder, split):
+  """Refuses a split string the dataset cannot slice, or an empty slice."""
   name = builder.info.name
   splits = builder.info.splits
   # Mocked builders (tfds.testing.mock_data) know no splits: skip the check.
@@ -394,6 +573,12 @@ def _read_tfds_split(builder, split, tfds):
           f"{', '.join(sorted(splits.keys()))}") from None
     if size == 0:
       raise UserInputError(f"split '{split}' of {name} is empty")
+
+
+def _read_tfds_split(builder, split, tfds):
+  """Reads one split into memory, in the stored (deterministic) order."""
+  name = builder.info.name
+  _check_tfds_split(builder, split)
   try:
     ds = builder.as_dataset(
         split=split, as_supervised=True, shuffle_files=False,
@@ -424,21 +609,25 @@ def _check_native_size(cfg, name, height, width):
         f"folder datasets (leave it unset or set it to {height})")
 
 
-def _split_single(images, labels, cfg, name, stratify):
+def _split_single(take, labels, cfg, name, stratify):
   """(train, val, splits) of a dataset whose only split is 'train'.
 
-  stratify: slice stratified_order(labels, cfg.seed) instead of the stored order.
+  take(index) makes the set of those examples. stratify: slice
+  stratified_order(labels, cfg.seed) instead of the stored order.
   """
   splits = _resolve_splits(cfg, _HELD_OUT_SPLITS)
   order = stratified_order(labels, cfg.seed) if stratify else np.arange(len(labels))
   indices = []
   for split in splits:
-    index = order[split_indices(split, len(labels), name)]
+    if cfg.per_class_splits:
+      index = per_class_indices(split, {"train": labels}, cfg.seed, name)
+    else:
+      index = order[split_indices(split, len(labels), name)]
     if index.size == 0:
       raise UserInputError(f"split '{split}' of {name} is empty")
     indices.append(index)
   _check_overlap(splits, name, indices)
-  train, val = (ImageSet(images[i], labels[i]) for i in indices)
+  train, val = (take(i) for i in indices)
   return train, val, splits
 
 
@@ -500,31 +689,75 @@ def split_indices(spec: str, num_examples: int, name: str) -> np.ndarray:
   count from the end) and '+' to join parts. Percent bounds round to the
   closest example like TFDS (Python's round, so 50% of 1797 is 898).
   """
-  parts = [p.strip() for p in spec.split("+")]
-  return np.concatenate(
-      [_part_indices(p, spec, num_examples, name) for p in parts])
+  return np.concatenate([_slice(_parse_part(p, spec, name, ("train",))[1], spec,
+                                num_examples, name)
+                         for p in _parts(spec)])
 
 
-def _part_indices(part, spec, n, name):
-  usage = (f"bad split '{spec}' for {name}: write train, train[:50%], "
-           "train[50%:], train[10%:20%], train[:100] or train[-100:] (its "
-           "only split is 'train')")
+def per_class_indices(spec: str, labels: dict, seed: int, name: str) -> np.ndarray:
+  """Indices selected by a split string sliced within every class.
+
+  labels maps each split name to its int64 labels; the indices number the
+  splits one after the other in sorted name order. Each class of a split is
+  put in a seeded order (the same seed, the same order) and sliced by the
+  bounds, so train[:10%] is 10% of every class (rounded per class) and
+  train[10%:12.5%] the next 2.5%.
+  """
+  names = sorted(labels)
+  offsets = dict(zip(names, np.cumsum([0] + [len(labels[n]) for n in names])))
+  chosen = []
+  for part in _parts(spec):
+    split, selector = _parse_part(part, spec, name, tuple(names))
+    rng = np.random.default_rng([seed % 2**64, _SPLIT_KEY, names.index(split)])
+    of_split = labels[split]
+    for label in np.unique(of_split):
+      members = rng.permutation(np.flatnonzero(of_split == label))
+      index = _slice(selector, spec, len(members), f"{name} (class {label})")
+      chosen.append(offsets[split] + np.sort(members[index]))
+  return np.concatenate(chosen) if chosen else np.zeros([0], np.int64)
+
+
+def _parts(spec):
+  return [p.strip() for p in spec.split("+")]
+
+
+def _parse_part(part, spec, name, splits):
+  """(split name, selector or None) of one '+' part; splits: the names it may use."""
+  if splits == ("train",):
+    usage = (f"bad split '{spec}' for {name}: write train, train[:50%], "
+             "train[50%:], train[10%:20%], train[:100] or train[-100:] (its "
+             "only split is 'train')")
+  else:
+    usage = (f"bad split '{spec}' for {name}: write e.g. train, train[:10%] or "
+             f"train[10%:12.5%] (its splits: {', '.join(splits)})")
   match = _PART_RE.match(part)
   if not match:
     raise UserInputError(usage)
-  if match["split"] != "train":
-    raise UserInputError(
-        f"unknown split '{match['split']}' in '{spec}' for {name}: its only "
-        "split is 'train' (slice it, e.g. train[:50%] and train[50%:])")
+  if match["split"] not in splits:
+    if splits == ("train",):
+      raise UserInputError(
+          f"unknown split '{match['split']}' in '{spec}' for {name}: its only "
+          "split is 'train' (slice it, e.g. train[:50%] and train[50%:])")
+    raise UserInputError(f"unknown split '{match['split']}' in '{spec}' for {name}: its "
+                         f"splits are {', '.join(splits)}")
   selector = match["selector"]
+  if selector is not None and not _selector_ok(selector):
+    raise UserInputError(usage)
+  return match["split"], selector
+
+
+def _selector_ok(selector):
+  bounds = [b.strip() for b in selector.split(":")]
+  return (len(bounds) == 2 and any(bounds) and
+          all(_BOUND_RE.match(b) for b in bounds if b) and
+          not ("." in selector and "%" not in selector))
+
+
+def _slice(selector, spec, n, name):
+  """np.arange of the examples a checked selector ('a:b', or None: all) keeps of n."""
   if selector is None:
     return np.arange(n)
-  bounds = [b.strip() for b in selector.split(":")]
-  if len(bounds) != 2 or not any(bounds):
-    raise UserInputError(usage)
-  found = [_BOUND_RE.match(b) if b else None for b in bounds]
-  if any(b and not m for b, m in zip(bounds, found)):
-    raise UserInputError(usage)
+  found = [_BOUND_RE.match(b.strip()) for b in selector.split(":")]
   percent = any(m and m["percent"] for m in found)
 
   def resolve(m, default):
@@ -538,8 +771,6 @@ def _part_indices(part, spec, n, name):
                              "be within [-100%, 100%]")
       value = int(round(value * n / 100.0))
     else:
-      if "." in text:
-        raise UserInputError(usage)
       value = int(text)
       if abs(value) > n:
         raise UserInputError(f"split '{spec}' of {name} is out of range: it "
