@@ -59,17 +59,26 @@ def seed(default):
 
 
 def data(default_dataset):
-  """--dataset, --tfds_data_dir, --download and --image_size (the splits are each tool's)."""
+  """--dataset, --tfds_data_dir, --download, --image_size and --per_class_splits (the
+  splits are each tool's)."""
   return types.SimpleNamespace(
       dataset=flags.DEFINE_string(
           "dataset", default_dataset,
-          "A TFDS name (cifar10, cifar100, ...), 'digits' (scikit-learn's bundled 8x8 digits, "
-          "offline) or a folder of images with one subfolder per class."),
+          "A TFDS name (cifar10, cifar100, imagenet2012, imagenette/320px-v2, ...), 'digits' "
+          "(scikit-learn's bundled 8x8 digits, offline) or a folder of images with one "
+          "subfolder per class."),
       tfds_data_dir=flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir."),
       download=flags.DEFINE_boolean(
           "download", True, "Let TFDS download a dataset that is not in tfds_data_dir."),
       image_size=flags.DEFINE_integer(
-          "image_size", None, "Image size for folder datasets (default 32).", lower_bound=1))
+          "image_size", None,
+          "Image size: folders are resized to it (default 32) and streamed above 64; TFDS "
+          "sets of varying image sizes (imagenet2012, imagenette) are cropped to it (default "
+          "224).", lower_bound=1),
+      per_class_splits=flags.DEFINE_boolean(
+          "per_class_splits", False,
+          "Slice the split strings within every class: train[:10%] and train[10%:12.5%] are "
+          "10% and 2.5% of each class (PC-DARTS' ImageNet halves)."))
 
 
 def progress(log_every_steps, log_help="Steps between log lines and summaries."):

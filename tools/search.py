@@ -132,7 +132,7 @@ flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 # --help lists the flags in these groups, as the README does.
 FLAG_GROUPS = {
     "data": [_DATA.dataset, _TRAIN_SPLIT, _VAL_SPLIT, _DATA.tfds_data_dir, _DATA.download,
-             _DATA.image_size],
+             _DATA.image_size, _DATA.per_class_splits],
     "space": [_SEARCH_SPACE, _PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER,
               _LAYOUT, _KERNELS, _EXPANSIONS, _SKIP, _ACTIVATION, _OUTER_ACTIVATION, _SE_RATIO,
               _WIDTH_MULTIPLIER, _STEM_CHANNELS, _FIRST_CHANNELS, _HEAD_CHANNELS, _NUM_CLASSES],
@@ -183,7 +183,8 @@ def main(argv):
   data_config = sources.DataConfig(
       dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_VAL_SPLIT.value,
       data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
-      download=_DATA.download.value, seed=_RANDOM.seed.value)
+      download=_DATA.download.value, seed=_RANDOM.seed.value,
+      per_class_splits=_DATA.per_class_splits.value)
   data = sources.load_search_data(data_config)
 
   space = make_space(data.num_classes if _NUM_CLASSES.value is None else _NUM_CLASSES.value)

@@ -68,7 +68,7 @@ flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 FLAG_GROUPS = {
     "run": [_GENOTYPE, _MODEL_DIR],
     "data": [_DATA.dataset, _TRAIN_SPLIT, _TEST_SPLIT, _DATA.tfds_data_dir, _DATA.download,
-             _DATA.image_size],
+             _DATA.image_size, _DATA.per_class_splits],
     "network": [_INIT_CHANNELS, _LAYERS, _AUXILIARY, _AUXILIARY_WEIGHT, _DROP_PATH_PROB,
                 _DROP_PATH],
     "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
@@ -114,7 +114,8 @@ def main(argv):
   data_config = sources.DataConfig(
       dataset=_DATA.dataset.value, train_split=_TRAIN_SPLIT.value, val_split=_TEST_SPLIT.value,
       data_dir=_DATA.tfds_data_dir.value, image_size=_DATA.image_size.value,
-      download=_DATA.download.value, seed=_RANDOM.seed.value)
+      download=_DATA.download.value, seed=_RANDOM.seed.value,
+      per_class_splits=_DATA.per_class_splits.value)
   data = sources.load_search_data(data_config)
   spec = spaces.network_spec(genotype, data.num_classes, **cell_settings)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
