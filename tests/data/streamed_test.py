@@ -32,7 +32,8 @@ def _write(path, image):
 
 def _make_folder(root, sizes=(6, 9, 12)):
   """Classes c0, c1, ... of the given sizes: JPEGs and PNGs of varied shapes, each
-  image's red channel its number (1, 2, ...) so that it can be told apart."""
+  image's red channel its number (1, 2, ...) so that it can be told apart, its green
+  channel 40 * its class."""
   number = 0
   for label, count in enumerate(sizes):
     (root / f"c{label}").mkdir()
@@ -42,6 +43,7 @@ def _make_folder(root, sizes=(6, 9, 12)):
       image = np.zeros((height, width, 3), np.uint8)
       image[..., 0] = number
       image[..., 1] = 40 * label
+      image[..., 2] = np.linspace(0, 255, width)  # a ramp, which crops and flips change
       _write(root / f"c{label}" / f"{j}.{'jpg' if j % 2 else 'png'}", image)
   return root
 
@@ -99,8 +101,10 @@ def test_streamed_search_input_and_normalization(tmp_path):
   (xt, yt), (xv, yv) = next(iter(pipeline.search_input(d, global_batch_size=4, seed=0,
                                                        epochs=1)))
   assert xt.shape == xv.shape == (4, _SIZE, _SIZE, 3)
-  # Normalized with ImageNet's statistics: the blue channel (0 everywhere) is -mean / std.
-  np.testing.assert_allclose(xt.numpy()[..., 2], -0.406 / 0.225, atol=0.05)
+  # Normalized with ImageNet's statistics (the green channel is 40 * the class).
+  green = (40 * yt.numpy()[:, None, None] / 255 - 0.456) / 0.224
+  np.testing.assert_allclose(xt.numpy()[..., 1], np.broadcast_to(green, (4, _SIZE, _SIZE)),
+                             atol=0.1)
   assert pipeline.steps_per_epoch(d, 4) == min(len(d.train), len(d.val)) // 4
 
 
@@ -109,6 +113,8 @@ def test_a_resumed_start_step_gives_the_batches_of_a_run_through(tmp_path):
   args = dict(global_batch_size=4, seed=5, stream=1, epochs=3, steps_per_epoch=3,
               augment=True, cutout=8)
   through = _collect(pipeline.batches(d.train, d.mean, d.std, **args))
+  for x, _ in through:  # cutout: an 8x8 square (at least 4x4 at a corner) of zeros
+    assert ((x == 0).all(axis=-1).sum(axis=(1, 2)) >= 16).all()
   for start in (1, 4, 8):
     resumed = _collect(pipeline.batches(d.train, d.mean, d.std, start_step=start, **args))
     assert len(resumed) == 9 - start
@@ -187,8 +193,8 @@ def test_the_random_resized_crop_stays_within_the_image_and_follows_the_seed():
 
 def test_the_training_transform_crops_resizes_and_flips():
   size = 8
-  image = np.zeros((40, 40, 3), np.uint8)
-  image[:, :20] = 255  # white left half
+  image = np.random.default_rng(0).integers(0, 100, (40, 40, 3), dtype=np.uint8)
+  image[:, :20] += 155  # a light left half
   encoded = tf.io.encode_jpeg(tf.constant(image))
   outputs = [pipeline.train_transform(encoded, tf.constant([i, 3], tf.int64), size).numpy()
              for i in range(40)]

@@ -125,23 +125,28 @@ def batches(images: ImageSet | StreamedImageSet, mean, std, *, global_batch_size
         (tf.fill([steps_per_epoch], epoch),
          tf.range(steps_per_epoch, dtype=tf.int64), index))
 
-  def finish(x, y, epoch, step_in_epoch):
-    """x float32 in [0, 255] or uint8 -> normalized, with cutout."""
+  def scale(x):
+    """uint8, or float32 in [0, 255] -> float32 in [0, 1], normalized."""
     x = tf.cast(x, tf.float32) / 255.0
     if normalize:
       x = (x - tf.constant(mean)) / tf.constant(std)
-    if cutout:
-      batch_key = _fold_in(_fold_in(augment_key, epoch), step_in_epoch)
-      x = _cutout(x, _fold_in(batch_key, 2), cutout, x.shape[1], x.shape[2])
-    return x, y
+    return x
+
+  def add_cutout(x, epoch, step_in_epoch):
+    batch_key = _fold_in(_fold_in(augment_key, epoch), step_in_epoch)
+    return _cutout(x, _fold_in(batch_key, 2), cutout, x.shape[1], x.shape[2])
 
   first_epoch = start_step // steps_per_epoch
   ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
   # Skipping index triples is cheap: no image is read or gathered for them.
   ds = ds.skip(start_step - first_epoch * steps_per_epoch)
   if isinstance(images, StreamedImageSet):
-    ds = _streamed(ds, images, augment_key, augment, global_batch_size)
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    # Scaled image by image, in parallel: one map over a whole batch would be serial.
+    ds = _streamed(ds, images, augment_key, augment, global_batch_size, scale)
+    if cutout:
+      ds = ds.map(lambda x, y, e, s: (add_cutout(x, e, s), y, e, s),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y, e, s: (x, y))
   else:
     x_all = tf.constant(images.images)
     y_all = tf.constant(images.labels)
@@ -152,14 +157,17 @@ def batches(images: ImageSet | StreamedImageSet, mean, std, *, global_batch_size
       if augment:
         batch_key = _fold_in(_fold_in(augment_key, epoch), step_in_epoch)
         x = _crop_and_flip(x, batch_key, height, width)
-      return finish(x, tf.gather(y_all, index), epoch, step_in_epoch)
+      x = scale(x)
+      if cutout:
+        x = add_cutout(x, epoch, step_in_epoch)
+      return x, tf.gather(y_all, index)
 
     ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _streamed(index_batches, images, augment_key, augment, batch_size):
-  """(x float32 [B, S, S, 3] in [0, 255], y, epoch, step) from (epoch, step, index [B]).
+def _streamed(index_batches, images, augment_key, augment, batch_size, scale):
+  """(scale(x) [B, S, S, 3], y, epoch, step) from (epoch, step, index [B]).
 
   Each image is read and transformed on its own, in parallel; its augmentation
   is keyed by (epoch, step in epoch, position in the batch).
@@ -180,7 +188,7 @@ def _streamed(index_batches, images, augment_key, augment, batch_size):
       x = train_transform(encoded, key, size)
     else:
       x = eval_transform(encoded, size)
-    return x, tf.gather(labels, index), epoch, step_in_epoch
+    return scale(x), tf.gather(labels, index), epoch, step_in_epoch
 
   ds = index_batches.flat_map(per_image)
   ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -211,7 +219,7 @@ def train_transform(encoded, key, size):
     return image[y:y + h, x:x + w]
 
   crop = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
-  image = tf.image.resize(crop, [size, size], antialias=True)
+  image = tf.image.resize(crop, [size, size])
   flip = tf.random.stateless_uniform([], seed=_fold_in(key, 1), alg=RNG_ALG) < 0.5
   image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
   return tf.ensure_shape(image, [size, size, 3])
@@ -257,7 +265,7 @@ def eval_transform(encoded, size):
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = round(size / _EVAL_CROP) / tf.reduce_min(shape)
   resized = tf.cast(tf.round(shape * scale), tf.int32)
-  image = tf.image.resize(image, tf.maximum(resized, size), antialias=True)
+  image = tf.image.resize(image, tf.maximum(resized, size))
   top = (tf.shape(image)[0] - size) // 2
   left = (tf.shape(image)[1] - size) // 2
   return tf.ensure_shape(image[top:top + size, left:left + size], [size, size, 3])
