@@ -492,7 +492,7 @@ def _prepare(builder, cfg, tfds, file_format=None):
     where = os.fspath(tfds.core.constants.DATA_DIR)
   instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   if instructions:
-    reason = _manual_files_missing(builder, instructions)
+    reason = _check_manual_download(builder, instructions)
   elif not cfg.download:
     reason = "downloads are off"
   else:
@@ -510,8 +510,8 @@ def _prepare(builder, cfg, tfds, file_format=None):
         "--data_dir=DIR`), copy DIR here and pass --tfds_data_dir=DIR")
 
 
-def _manual_files_missing(builder, instructions):
-  """None when the manual download is in place; else raises the line that says where."""
+def _check_manual_download(builder, instructions):
+  """None when the manual download is in place; else raises the one line that says where."""
   manual = os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
   names = sorted(set(re.findall(r"[\w.-]+\.(?:tar\.gz|tgz|tar|zip)\b", instructions)))
   missing = [n for n in names if not os.path.exists(os.path.join(manual, n))]
