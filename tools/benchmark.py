@@ -2,8 +2,10 @@ r"""Times the library's search step; prints one JSON line.
 
   python tools/benchmark.py --method=fair_darts --init_channels=16 --layers=8 \
       --batch_size=32 --image_size=32 --timed_steps=5
+  python tools/benchmark.py --search_space=chain --layout=proxy --image_size=64
 
-Compare with the PyTorch peer in the same run (see README, Performance).
+The space's flags are the search's (tools/search.py). Compare with the PyTorch peer in the
+same run (see README, Performance).
 """
 import json
 import pathlib
@@ -18,12 +20,10 @@ from tools import flags_common  # noqa: E402
 from tfnas.runtime.errors import UserInputError  # noqa: E402
 
 _METHOD = flags.DEFINE_enum("method", "fair_darts", ["darts", "fair_darts", "noisy_darts"],
-                            "Search method (its op set: 8 ops for darts, 7 otherwise).")
-_INIT_CHANNELS = flags.DEFINE_integer("init_channels", 16, "Channels.", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("layers", 8, "Cells.", lower_bound=1)
-_STEPS = flags.DEFINE_integer(
-    "steps", 4, "Intermediate nodes per cell (the original DARTS code calls them steps).",
-    lower_bound=1)
+                            "Search method (in a cell, its op set: 8 ops for darts, 7 otherwise).")
+_SPACE = flags_common.search_space()
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 10, "Classes of the random labels.",
+                                    lower_bound=2)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch.", lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
 _TIMED_STEPS = flags.DEFINE_integer("timed_steps", 5, "Search steps timed after the first one.",
@@ -45,8 +45,8 @@ def main(argv):
   from tfnas.search import benchmark
   from tfnas.search import searcher
 
-  space = spaces.make("darts_cell", _METHOD.value, 10, {
-      "steps": _STEPS.value, "layers": _LAYERS.value, "init_channels": _INIT_CHANNELS.value})
+  settings = {f.name: f.value for f in _SPACE.settings}
+  space = spaces.make(_SPACE.search_space.value, _METHOD.value, _NUM_CLASSES.value, settings)
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
@@ -55,7 +55,8 @@ def main(argv):
   result = benchmark.benchmark_search_step(space, presets.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
-                    "init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
+                    "search_space": _SPACE.search_space.value,
+                    **{k: v for k, v in settings.items() if v is not None},
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
                     "precision": precision, "jit_compile": jit_compile,
                     **result}))

@@ -94,6 +94,56 @@ def progress(log_every_steps, log_help="Steps between log lines and summaries.")
           lower_bound=0))
 
 
+def search_space():
+  """--search_space and each space's flags (None keeps the space's default; spaces.make refuses
+  a flag of the other space). Returns .search_space and .settings, the flags whose
+  {name: value} spaces.make takes."""
+  search_space = flags.DEFINE_enum(
+      "search_space", "darts_cell", ["darts_cell", "chain"],
+      "The search space (tfnas.spaces.SPACES): darts_cell, the DARTS cell on CIFAR-sized "
+      "images; chain, the MobileNetV2-like chain of inverted-residual layers (ImageNet).")
+  cell = [
+      flags.DEFINE_list(
+          "primitives", None,
+          "darts_cell: candidate ops, in order. Default: the 8 DARTS ops for darts, the same "
+          "without 'none' for fair_darts and noisy_darts (as their original code)."),
+      flags.DEFINE_integer("steps", None, "darts_cell: intermediate nodes per cell (the "
+                           "original DARTS code calls them steps; default 4).", lower_bound=1),
+      flags.DEFINE_integer("layers", None, "darts_cell: cells in the search network (default "
+                           "8).", lower_bound=1),
+      flags.DEFINE_integer("init_channels", None, "darts_cell: channels of the first cells "
+                           "(default 16).", lower_bound=1),
+      flags.DEFINE_integer("stem_multiplier", None, "darts_cell: stem channels / init_channels "
+                           "(default 3).", lower_bound=1),
+  ]
+  chain = [
+      flags.DEFINE_list(
+          "layout", None, "chain: the searchable layers, a name (fairnas: 19 layers, the "
+          "default; proxylessnas: 21; proxy: 11) or channels:stride per layer, e.g. "
+          "32:2,32:1,40:2."),
+      flags.DEFINE_list("kernels", None, "chain: the blocks' kernel sizes (default 3,5,7)."),
+      flags.DEFINE_list("expansions", None, "chain: the blocks' expansion ratios (default 3,6)."),
+      flags.DEFINE_boolean("skip", None, "chain: the identity as a candidate on the layers "
+                           "whose shapes agree (default on)."),
+      flags.DEFINE_enum("activation", None, ["relu6", "relu", "swish"],
+                        "chain: the blocks' activation (default relu6)."),
+      flags.DEFINE_enum("outer_activation", None, ["relu6", "relu", "swish"],
+                        "chain: the stem's, separable block's and head's activation (default: "
+                        "--activation)."),
+      flags.DEFINE_float("se_ratio", None, "chain: squeeze-excitation in every block, reduced "
+                         "channels = this x the block's input (default 0: none)."),
+      flags.DEFINE_float("width_multiplier", None, "chain: on every width, rounded to "
+                         "multiples of 8 (default 1)."),
+      flags.DEFINE_integer("stem_channels", None, "chain: the stem's channels (default 32).",
+                           lower_bound=1),
+      flags.DEFINE_integer("first_channels", None, "chain: the separable block's channels "
+                           "(default 16).", lower_bound=1),
+      flags.DEFINE_integer("head_channels", None, "chain: the head's channels (default 1280).",
+                           lower_bound=1),
+  ]
+  return types.SimpleNamespace(search_space=search_space, settings=cell + chain)
+
+
 def refuse_for_chain(genotype, *cell_flags):
   """A chain's network takes no DARTS cell setting: one error naming the ones given."""
   given = [f"--{flag.name}" for flag in cell_flags if flags.FLAGS[flag.name].present]

@@ -28,50 +28,8 @@ _TRAIN_SPLIT = flags.DEFINE_string("train_split", "train[:50%]",
 _VAL_SPLIT = flags.DEFINE_string("val_split", "train[50%:]",
                                  "TFDS split string of the half that trains the alphas.")
 
-# Search space. Each space takes its own flags below; a flag of the other space is refused.
-_SEARCH_SPACE = flags.DEFINE_enum(
-    "search_space", "darts_cell", ["darts_cell", "chain"],
-    "The search space (tfnas.spaces.SPACES): darts_cell, the DARTS cell on CIFAR-sized "
-    "images; chain, the MobileNetV2-like chain of inverted-residual layers (ImageNet).")
-# The DARTS cell's (None: the space's default).
-_PRIMITIVES = flags.DEFINE_list(
-    "primitives", None,
-    "darts_cell: candidate ops, in order. Default: the 8 DARTS ops for darts, the same "
-    "without 'none' for fair_darts and noisy_darts (as their original code).")
-_STEPS = flags.DEFINE_integer(
-    "steps", None, "darts_cell: intermediate nodes per cell (the original DARTS code calls "
-    "them steps; default 4).", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("layers", None, "darts_cell: cells in the search network "
-                               "(default 8).", lower_bound=1)
-_INIT_CHANNELS = flags.DEFINE_integer("init_channels", None, "darts_cell: channels of the "
-                                      "first cells (default 16).", lower_bound=1)
-_STEM_MULTIPLIER = flags.DEFINE_integer("stem_multiplier", None, "darts_cell: stem channels "
-                                        "/ init_channels (default 3).", lower_bound=1)
-# The chain's (None: the space's default, FairNAS' layout and options).
-_LAYOUT = flags.DEFINE_list(
-    "layout", None, "chain: the searchable layers, a name (fairnas: 19 layers, the default; "
-    "proxylessnas: 21; proxy: 11) or channels:stride per layer, e.g. 32:2,32:1,40:2.")
-_KERNELS = flags.DEFINE_list("kernels", None, "chain: the blocks' kernel sizes (default "
-                             "3,5,7).")
-_EXPANSIONS = flags.DEFINE_list("expansions", None, "chain: the blocks' expansion ratios "
-                                "(default 3,6).")
-_SKIP = flags.DEFINE_boolean("skip", None, "chain: the identity as a candidate on the layers "
-                             "whose shapes agree (default on).")
-_ACTIVATION = flags.DEFINE_enum("activation", None, ["relu6", "relu", "swish"],
-                                "chain: the blocks' activation (default relu6).")
-_OUTER_ACTIVATION = flags.DEFINE_enum(
-    "outer_activation", None, ["relu6", "relu", "swish"],
-    "chain: the stem's, separable block's and head's activation (default: --activation).")
-_SE_RATIO = flags.DEFINE_float("se_ratio", None, "chain: squeeze-excitation in every block, "
-                               "reduced channels = this x the block's input (default 0: none).")
-_WIDTH_MULTIPLIER = flags.DEFINE_float("width_multiplier", None, "chain: on every width, "
-                                       "rounded to multiples of 8 (default 1).")
-_STEM_CHANNELS = flags.DEFINE_integer("stem_channels", None, "chain: the stem's channels "
-                                      "(default 32).", lower_bound=1)
-_FIRST_CHANNELS = flags.DEFINE_integer("first_channels", None, "chain: the separable block's "
-                                       "channels (default 16).", lower_bound=1)
-_HEAD_CHANNELS = flags.DEFINE_integer("head_channels", None, "chain: the head's channels "
-                                      "(default 1280).", lower_bound=1)
+# Search space: --search_space and each space's own flags.
+_SPACE = flags_common.search_space()
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", None,
                                     "Classes of the classifier (default: the dataset's).")
 
@@ -133,9 +91,7 @@ flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
 FLAG_GROUPS = {
     "data": [_DATA.dataset, _TRAIN_SPLIT, _VAL_SPLIT, _DATA.tfds_data_dir, _DATA.download,
              _DATA.image_size, _DATA.per_class_splits],
-    "space": [_SEARCH_SPACE, _PRIMITIVES, _STEPS, _LAYERS, _INIT_CHANNELS, _STEM_MULTIPLIER,
-              _LAYOUT, _KERNELS, _EXPANSIONS, _SKIP, _ACTIVATION, _OUTER_ACTIVATION, _SE_RATIO,
-              _WIDTH_MULTIPLIER, _STEM_CHANNELS, _FIRST_CHANNELS, _HEAD_CHANNELS, _NUM_CLASSES],
+    "space": [_SPACE.search_space, *_SPACE.settings, _NUM_CLASSES],
     "method": [_METHOD, _RELAXATION, _ALPHA_INIT_STD, _ZERO_ONE_WEIGHT, _ZERO_ONE_FORM,
                _SELECTION_RULE, _THRESHOLD, _ADD_NOISE, _NOISE_TYPE, _NOISE_MIXTURE,
                _NOISE_MEAN, _NOISE_FACTOR, _NOISE_DECAY, _SKIP_DROP_PROB],
@@ -152,11 +108,10 @@ def main(argv):
   if len(argv) > 1:
     raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
   from tfnas import spaces  # no TensorFlow: a wrong space setting (an unknown op) fails at once
-  settings = {f.name: f.value for f in FLAG_GROUPS["space"]
-              if f.name not in (_SEARCH_SPACE.name, _NUM_CLASSES.name)}
+  settings = {f.name: f.value for f in _SPACE.settings}
 
   def make_space(num_classes):
-    return spaces.make(_SEARCH_SPACE.value, _METHOD.value, num_classes, settings)
+    return spaces.make(_SPACE.search_space.value, _METHOD.value, num_classes, settings)
 
   make_space(num_classes=2)
   # Before anything else touches TensorFlow's devices.

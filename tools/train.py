@@ -31,9 +31,14 @@ _TEST_SPLIT = flags.DEFINE_string(
     "test_split", None, "Split to evaluate on every epoch (default: test; for digits and "
     "folders, the held-out train[80%:]).")
 # Network. A cell's settings (None: the default); a chain's genotype holds its own.
+_NETWORK = flags.DEFINE_enum(
+    "network", None, ["cifar", "imagenet"], "Cells: DARTS' CIFAR network (default; 3x3 stem) "
+    "or its ImageNet mobile network (three stride-2 convs; 14 cells of 48 channels by "
+    "default).")
 _INIT_CHANNELS = flags.DEFINE_integer("init_channels", None, "Cells: channels of the first "
-                                      "cells (default 36).", lower_bound=1)
-_LAYERS = flags.DEFINE_integer("layers", None, "Cells: cells (default 20).", lower_bound=1)
+                                      "cells (default 36; imagenet 48).", lower_bound=1)
+_LAYERS = flags.DEFINE_integer("layers", None, "Cells: cells (default 20; imagenet 14).",
+                               lower_bound=1)
 _AUXILIARY = flags.DEFINE_boolean(
     "auxiliary", None, "Cells: train with the auxiliary head, as DARTS' --auxiliary (default); "
     "--noauxiliary leaves it out (images under 32x32 have no room for it).")
@@ -53,6 +58,13 @@ _EPOCHS = flags.DEFINE_integer("epochs", 600, "Epochs.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 96, "Global batch.")
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.025, "Initial learning rate.")
 _LEARNING_RATE_MIN = flags.DEFINE_float("learning_rate_min", 0.0, "Final learning rate.")
+_LR_DECAY = flags.DEFINE_float(
+    "lr_decay", None, "Per-epoch decay factor of the learning rate instead of the cosine "
+    "(DARTS' ImageNet protocol: 0.97); unset: cosine to --learning_rate_min.",
+    lower_bound=0.0, upper_bound=1.0)
+_LABEL_SMOOTHING = flags.DEFINE_float(
+    "label_smoothing", None, "Label smoothing of the training loss (DARTS' ImageNet protocol: "
+    "0.1); unset: none.", lower_bound=0.0, upper_bound=1.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 3e-4, "Coupled L2 weight decay.")
 _GRAD_CLIP = flags.DEFINE_float("grad_clip", 5.0, "Global-norm gradient clip.")
@@ -69,10 +81,11 @@ FLAG_GROUPS = {
     "run": [_GENOTYPE, _MODEL_DIR],
     "data": [_DATA.dataset, _TRAIN_SPLIT, _TEST_SPLIT, _DATA.tfds_data_dir, _DATA.download,
              _DATA.image_size, _DATA.per_class_splits],
-    "network": [_INIT_CHANNELS, _LAYERS, _AUXILIARY, _AUXILIARY_WEIGHT, _DROP_PATH_PROB,
-                _DROP_PATH],
-    "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
-                     _WEIGHT_DECAY, _GRAD_CLIP, _CUTOUT, _RANDOM.seed, _RANDOM.deterministic],
+    "network": [_NETWORK, _INIT_CHANNELS, _LAYERS, _AUXILIARY, _AUXILIARY_WEIGHT,
+                _DROP_PATH_PROB, _DROP_PATH],
+    "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _LR_DECAY,
+                     _LABEL_SMOOTHING, _MOMENTUM, _WEIGHT_DECAY, _GRAD_CLIP, _CUTOUT,
+                     _RANDOM.seed, _RANDOM.deterministic],
     "runtime": [_PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
                 _PROGRESS.checkpoint_every_secs, _DISTRIBUTION.strategy,
                 _DISTRIBUTION.cpu_devices, _DISTRIBUTION.tpu, _DISTRIBUTION.graph_optimizer],
@@ -91,11 +104,12 @@ def main(argv):
   from tfnas.train import trainer
 
   genotype = spaces.resolve_genotype(_GENOTYPE.value)
-  cell_settings = {"init_channels": _INIT_CHANNELS.value, "layers": _LAYERS.value,
-                   "auxiliary": _AUXILIARY.value, "drop_path": _DROP_PATH.value}
+  cell_settings = {"kind": _NETWORK.value, "init_channels": _INIT_CHANNELS.value,
+                   "layers": _LAYERS.value, "auxiliary": _AUXILIARY.value,
+                   "drop_path": _DROP_PATH.value}
   if spaces.genotype_space(_GENOTYPE.value) == "chain":
-    flags_common.refuse_for_chain(_GENOTYPE.value, _INIT_CHANNELS, _LAYERS, _AUXILIARY,
-                                  _DROP_PATH)
+    flags_common.refuse_for_chain(_GENOTYPE.value, _NETWORK, _INIT_CHANNELS, _LAYERS,
+                                  _AUXILIARY, _DROP_PATH)
   else:
     auxiliary = _AUXILIARY.value is not False and _AUXILIARY_WEIGHT.value > 0
     cell_settings["auxiliary"] = auxiliary
@@ -106,7 +120,7 @@ def main(argv):
       auxiliary_weight=_AUXILIARY_WEIGHT.value if cell_settings["auxiliary"] else 0.0,
       drop_path_prob=_DROP_PATH_PROB.value, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, learning_rate_min=_LEARNING_RATE_MIN.value,
-      momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
+      lr_decay=_LR_DECAY.value, label_smoothing=_LABEL_SMOOTHING.value, momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value, grad_clip=_GRAD_CLIP.value,
       cutout=_CUTOUT.value, seed=_RANDOM.seed.value, deterministic=_RANDOM.deterministic.value,
       log_every_steps=_PROGRESS.log_every_steps.value,
       checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,

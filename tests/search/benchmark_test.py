@@ -87,3 +87,25 @@ def test_graph_optimizer_modes():
   finally:
     tf.config.optimizer.set_experimental_options(
         {"disable_meta_optimizer": before.get("disable_meta_optimizer", False)})
+
+
+@pytest.mark.slow
+def test_benchmark_tool_times_a_chain():
+  chain = ["--layout=8:1,8:2", "--kernels=3,5", "--expansions=3", "--stem_channels=8",
+           "--first_channels=8", "--head_channels=8"]
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--search_space=chain", *chain,
+       "--method=noisy_darts", "--batch_size=4", "--image_size=16", "--timed_steps=2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads(result.stdout.splitlines()[-1])
+  assert out["search_space"] == "chain" and out["layout"] == ["8:1", "8:2"]
+  assert out["first_step_s"] > out["step_s"] > 0
+  from tfnas import spaces
+  from tfnas.methods import presets
+  space = spaces.make("chain", "noisy_darts", 10, {
+      "layout": ["8:1", "8:2"], "kernels": ["3", "5"], "expansions": ["3"], "stem_channels": 8,
+      "first_channels": 8, "head_channels": 8})
+  network = space.build_supernet(presets.METHODS["noisy_darts"])
+  network(np.zeros([1, 16, 16, 3], np.float32))
+  assert out["params"] == sum(int(np.prod(v.shape)) for v in network.weight_variables)

@@ -11,6 +11,7 @@ import pytest
 from tensorboard.plugins.custom_scalar import layout_pb2
 import tensorflow as tf
 
+from tfnas import spaces
 from tfnas.data import pipeline
 from tfnas.data import sources
 from tfnas.layers import ops
@@ -443,7 +444,8 @@ def test_a_chain_search_writes_its_files_and_summaries(tmp_path, method_name):
   weights = _chain_weights(alphas["alphas"], method.relaxation)
   derived = chain_space.derive(CHAIN, weights, method.selection_rule, method.threshold)
   assert chain_genotype.load(os.path.join(model_dir, "genotype.json")) == derived == (
-      result.genotype)
+      result.genotype) == spaces.derive_from_alphas_file(
+          os.path.join(model_dir, "alphas.json"), method.selection_rule, method.threshold)
   if method.alpha_init_std == 0:  # they moved
     assert np.min(np.abs(np.nan_to_num(np.array(alphas["alphas"], np.float64), nan=1))) > 1e-5
   train, val = _summaries(model_dir, "train"), _summaries(model_dir, "validation")

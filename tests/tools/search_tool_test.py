@@ -201,3 +201,55 @@ def test_a_model_dir_of_another_search_is_refused(tmp_path):
   assert "error: " + str(tmp_path) + " holds a search with search_space.layers=3, not 4" in (
       second.stderr)
   assert _load(tmp_path, "alphas.json") == before  # nothing written was lost
+
+
+# A tiny chain and a small folder in place of ImageNet: the presets' other values hold.
+TINY_CHAIN = ["--layout=8:1,8:2", "--kernels=3,5", "--expansions=3", "--stem_channels=8",
+              "--first_channels=8", "--head_channels=8", "--width_multiplier=1", "--epochs=1",
+              "--batch_size=4", "--log_every_steps=1"]
+
+
+@pytest.mark.parametrize("preset, expected", [
+    ("fair_darts_imagenet", {"method": "fair_darts", "zero_one_weight": 10.0,
+                             "arch_learning_rate": 3e-3, "learning_rate": 0.125}),
+    ("noisy_darts_imagenet", {"method": "noisy_darts", "noise_factor": 0.2,
+                              "arch_learning_rate": 3e-4, "learning_rate": 0.125}),
+    ("chain_proxy", {"method": "fair_darts", "arch_learning_rate": 3e-3,
+                     "learning_rate": 0.025}),
+])
+def test_chain_presets_search_and_their_genotype_trains_and_exports(preset, expected, tmp_path):
+  folder = _image_folder(tmp_path / "images", 16)
+  model_dir = tmp_path / "search"
+  result = run_tool("search.py", f"--flagfile=flags/{preset}.flags", *TINY_CHAIN,
+                    f"--dataset={folder}", "--image_size=16", f"--model_dir={model_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  params = _load(model_dir, "params.json")
+  assert params["data"]["per_class_splits"] is True
+  assert params["search_space"]["layout"] == [[8, 1], [8, 2]]
+  method = params["method"]
+  assert method["relaxation"] == ("sigmoid" if expected["method"] == "fair_darts" else "softmax")
+  if "zero_one_weight" in expected:
+    assert method["zero_one_weight"] == expected["zero_one_weight"]
+  if "noise_factor" in expected:
+    assert method["noise"]["factor"] == expected["noise_factor"]
+  for key in ("arch_learning_rate", "learning_rate"):
+    assert params["search"][key] == pytest.approx(expected[key]), key
+  # derive.py gives the search's genotype from its alphas.json and rule.
+  derived = run_tool("derive.py", f"--alphas={model_dir}/alphas.json",
+                     f"--rule={method['selection_rule']}", f"--threshold={method['threshold']}")
+  assert derived.returncode == 0, derived.stderr[-3000:]
+  assert json.loads(derived.stdout.splitlines()[-1]) == _load(model_dir, "genotype.json")
+  if preset != "chain_proxy":
+    return
+  # The searched chain retrains with the ImageNet protocol and exports.
+  train_dir = tmp_path / "train"
+  trained = run_tool("train.py", "--flagfile=flags/train_imagenet.flags",
+                     f"--genotype={model_dir}/genotype.json", f"--dataset={folder}",
+                     "--image_size=16", "--epochs=1", "--batch_size=4",
+                     f"--model_dir={train_dir}")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  train_params = _load(train_dir, "params.json")["train"]
+  assert (train_params["lr_decay"], train_params["label_smoothing"]) == (0.97, 0.1)
+  exported = run_tool("export.py", f"--model_dir={train_dir}", f"--export_dir={tmp_path}/out")
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  assert "images uint8 [None, 16, 16, 3] -> logits float32 [None, 2]" in exported.stdout

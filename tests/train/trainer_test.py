@@ -222,3 +222,21 @@ def test_train_tool_trains_a_chain_and_refuses_the_cells_flags(tmp_path):
   assert params["train"]["auxiliary_weight"] == 0
   evaluated = json.loads((tmp_path / "run" / "eval.json").read_text())
   assert evaluated["params"] == chain_networks.counts_from_shapes(CHAIN, 8, 10)["params"]
+
+
+def test_label_smoothing_and_the_decayed_learning_rate():
+  logits = tf.constant([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+  y = tf.constant([0, 2])
+  log_p = tf.nn.log_softmax(logits).numpy()
+  plain = -log_p[[0, 1], [0, 2]]
+  np.testing.assert_allclose(trainer.smoothed_cross_entropy(y, logits, 0.0), plain, rtol=1e-6)
+  smoothed = 0.9 * plain - 0.1 * log_p.mean(axis=1)
+  np.testing.assert_allclose(trainer.smoothed_cross_entropy(y, logits, 0.1), smoothed,
+                             rtol=1e-6)
+  # DARTS' ImageNet schedule: 0.1 x 0.97^epoch; without lr_decay, the cosine.
+  decayed = trainer.TrainConfig(learning_rate=0.1, lr_decay=0.97, epochs=250)
+  assert [decayed.learning_rate_at(e) for e in (0, 1, 2)] == pytest.approx(
+      [0.1, 0.097, 0.09409])
+  assert trainer.TrainConfig(epochs=2).learning_rate_at(1) == pytest.approx(0.0125)
+  with pytest.raises(UserInputError, match="label_smoothing must be in"):
+    trainer.TrainConfig(label_smoothing=1.0)

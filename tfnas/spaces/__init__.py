@@ -9,6 +9,7 @@ from tfnas.spaces.chain import genotype as chain_genotype
 from tfnas.spaces.chain import space as chain
 from tfnas.spaces.chain import zoo as chain_zoo
 from tfnas.spaces.darts_cell import draw as cell_draw
+from tfnas.spaces.darts_cell import genotype as cell_genotype
 from tfnas.spaces.darts_cell import space as darts_cell
 from tfnas.spaces.darts_cell import zoo as cell_zoo
 
@@ -40,6 +41,23 @@ def resolve_genotype(name_or_path):
   if genotype_space(name_or_path) == "chain":
     return chain_zoo.resolve(name_or_path)
   return cell_zoo.resolve(name_or_path)
+
+
+def genotype_module(genotype):
+  """The genotype module (to_json, save, ...) of the genotype's space."""
+  return chain_genotype if isinstance(genotype, chain_genotype.ChainGenotype) else cell_genotype
+
+
+def derive_from_alphas_file(path, rule, threshold=0.85):
+  """The genotype a rule derives from a search's alphas.json, of either space (a chain's
+  holds its space's settings)."""
+  obj = files.read_json(path, "alphas file")
+  try:
+    if isinstance(obj, dict) and "search_space" in obj:
+      return chain.derive_from_alphas_json(obj, rule, threshold)
+    return cell_genotype.derive_from_alphas_json(obj, rule, threshold)
+  except UserInputError as e:
+    raise UserInputError(f"{path}: {e}") from None
 
 
 def genotype_graphs(genotype):

@@ -36,6 +36,10 @@ class TrainConfig:
   batch_size: int = 96               # global
   learning_rate: float = 0.025
   learning_rate_min: float = 0.0
+  # None: cosine from learning_rate to learning_rate_min; a factor: learning_rate x
+  # lr_decay^epoch (DARTS' ImageNet protocol: StepLR(1, 0.97)).
+  lr_decay: float | None = None
+  label_smoothing: float | None = None  # None or 0: off (DARTS' ImageNet protocol: 0.1)
   momentum: float = 0.9
   weight_decay: float = 3e-4
   grad_clip: float = 5.0
@@ -59,6 +63,17 @@ class TrainConfig:
       raise UserInputError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
     if not self.learning_rate > 0:
       raise UserInputError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+      raise UserInputError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+    if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+      raise UserInputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+  def learning_rate_at(self, epoch):
+    """The learning rate of an epoch (set at its start)."""
+    if self.lr_decay is not None:
+      return self.learning_rate * self.lr_decay ** epoch
+    return updates.cosine_learning_rate(self.learning_rate, self.learning_rate_min, epoch,
+                                        self.epochs)
 
 
 def _evaluate(eval_step, strategy, data, batch_size):
@@ -153,16 +168,19 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
 
   loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
+  def train_loss(y, logits):  # the test loss is the plain cross-entropy
+    return smoothed_cross_entropy(y, logits, config.label_smoothing or 0.0)
+
   def replica_step(x, y):
     seed = tf.stack([tf.constant(config.seed, tf.int64), global_step.read_value()])
     with tf.GradientTape() as tape:
       out = network(x, training=True, seed=seed)
       logits, aux_logits = out if auxiliary else (out, None)
-      ce = loss_fn(y, logits)
+      ce = train_loss(y, logits)
       loss = tf.nn.compute_average_loss(ce, global_batch_size=config.batch_size)
       if auxiliary:
         loss += config.auxiliary_weight * tf.nn.compute_average_loss(
-            loss_fn(y, aux_logits), global_batch_size=config.batch_size)
+            train_loss(y, aux_logits), global_batch_size=config.batch_size)
     updates.sgd_update(optimizer, loss, tape, variables, config.grad_clip, config.weight_decay)
     return tf.reduce_sum(ce), updates.correct(y, logits)
 
@@ -209,6 +227,15 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
   return summary
 
 
+def smoothed_cross_entropy(y, logits, smoothing):
+  """Per-example cross-entropy against (1 - smoothing) one-hot + smoothing / classes, as
+  DARTS' CrossEntropyLabelSmooth (smoothing 0: the plain cross-entropy)."""
+  log_p = tf.nn.log_softmax(logits)
+  classes = logits.shape[-1]
+  target = tf.one_hot(y, classes, 1.0 - smoothing, 0.0) + smoothing / classes
+  return -tf.reduce_sum(target * log_p, axis=-1)
+
+
 class _TrainTask:
   """The retraining's part of the run loop (loop.py): its step, evaluation, files, summaries."""
 
@@ -227,8 +254,7 @@ class _TrainTask:
 
   def begin_epoch(self, epoch):
     cfg = self.config
-    self.optimizer.learning_rate.assign(updates.cosine_learning_rate(
-        cfg.learning_rate, cfg.learning_rate_min, epoch, cfg.epochs))
+    self.optimizer.learning_rate.assign(cfg.learning_rate_at(epoch))
     self.network.drop_path_prob.assign(cfg.drop_path_prob * epoch / cfg.epochs)
 
   def check_step(self, out, step):

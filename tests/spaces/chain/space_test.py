@@ -1,5 +1,6 @@
 """The chain space through the seam (spaces.base): settings, derive rules, weights, pictures."""
 import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -144,10 +145,12 @@ def test_the_derived_genotype_carries_the_space_options_and_counts():
 
 def test_alphas_json_and_weight_groups_mark_the_missing_identity():
   alphas = (np.arange(6.0).reshape(3, 2), np.array([-1.0, -2.0]))
-  assert SPACE.alphas_json("softmax", alphas) == {
+  saved = SPACE.alphas_json("softmax", alphas)
+  assert saved == {
       "relaxation": "softmax", "ops": ["k3_e3", "k5_e3", "skip"],
       "layers": [[8, 1], [12, 2], [12, 1]],
-      "alphas": [[0.0, 1.0, -1.0], [2.0, 3.0, None], [4.0, 5.0, -2.0]]}
+      "alphas": [[0.0, 1.0, -1.0], [2.0, 3.0, None], [4.0, 5.0, -2.0]],
+      "search_space": json.loads(json.dumps(dataclasses.asdict(SPACE)))}
   (group,) = SPACE.weight_groups(alphas)
   assert (group.name, group.ops, group.rows_name) == ("layers", SPACE.ops, "layers")
   assert group.rows == (("layer01", "1: c8 s1"), ("layer02", "2: c12 s2"),
@@ -172,3 +175,39 @@ def test_genotype_pictures_draw_the_chain_for_a_tensorboard_card():
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   image = tf.io.decode_png(png).numpy()
   assert image.shape[1] <= 350 and image.shape[0] > image.shape[1]
+
+
+@pytest.mark.parametrize("relaxation, rule", [("softmax", "darts"),
+                                              ("sigmoid", "threshold_sparse")])
+def test_derive_from_alphas_json_is_what_the_search_derived(tmp_path, relaxation, rule):
+  rng = np.random.default_rng(0)
+  space = dataclasses.replace(SPACE, se_ratio=0.25, width_multiplier=1.5)
+  alphas = (rng.normal(0, 2, (3, 2)), rng.normal(0, 2, 2))
+  if relaxation == "sigmoid":
+    weights = [1 / (1 + np.exp(-a)) for a in alphas]
+  else:
+    logits = space.weight_matrix(alphas)
+    e = np.exp(np.nan_to_num(logits, nan=-np.inf))
+    w = e / e.sum(1, keepdims=True)
+    weights = [w[:, :2], w[[0, 2], 2]]
+  path = tmp_path / "alphas.json"
+  path.write_text(json.dumps(space.alphas_json(relaxation, alphas)))
+  derived = spaces.derive_from_alphas_file(str(path), rule, 0.6)
+  assert derived == space.derive(weights, rule, 0.6)
+  assert derived.se_ratio == 0.25 and derived.stem_channels == 16  # the space's settings
+  assert spaces.genotype_module(derived) is genotype_lib
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"relaxation": "tanh"}, "unknown relaxation 'tanh'"),
+    ({"search_space": {"cells": 3}}, "alphas' search_space must be an object of"),
+    ({"alphas": [[0, 1, 2]] * 3}, r"alphas must be 3 rows of 3 numbers, null exactly where"),
+    ({"alphas": [[0, 1, None]] * 3}, r"alphas must be 3 rows of 3 numbers, null exactly where"),
+    ({"alphas": "none"}, r"alphas must be 3 rows of 3 numbers"),
+])
+def test_a_damaged_chain_alphas_file_is_named(tmp_path, change, match):
+  obj = {**SPACE.alphas_json("sigmoid", (np.zeros((3, 2)), np.zeros(2))), **change}
+  path = tmp_path / "alphas.json"
+  path.write_text(json.dumps(obj))
+  with pytest.raises(UserInputError, match=f"{path}: {match}"):
+    spaces.derive_from_alphas_file(str(path), "darts")

@@ -23,11 +23,13 @@ keeps its best candidate; a kept identity next to kept blocks adds nothing, sinc
 whose shapes agree adds its input once anyway (genotype.residual).
 """
 import dataclasses
+import json
 import math
 import numbers
 
 import numpy as np
 
+from tfnas.methods import presets
 from tfnas.runtime.errors import UserInputError
 from tfnas.runtime.errors import is_int
 from tfnas.spaces import base
@@ -209,10 +211,12 @@ class SearchSpace(base.SearchSpace):
     return supernet.ChainSearchNetwork(self, method, synchronized_bn)
 
   def alphas_json(self, relaxation, alphas):
-    """The alphas per layer, aligned with `ops`; null where a layer has no identity."""
+    """The alphas per layer, aligned with `ops` (null where a layer has no identity), with the
+    space's settings: derive_from_alphas_json rebuilds the genotype from the file alone."""
     return {"relaxation": relaxation, "ops": list(self.ops),
             "layers": [list(c_s) for c_s in self.layers],
-            "alphas": _rows(self.skip_rows, alphas, None)}
+            "alphas": _rows(self.skip_rows, alphas, None),
+            "search_space": json.loads(json.dumps(dataclasses.asdict(self)))}
 
   def weight_matrix(self, arch_weights):
     """[layers, ops] of the supernet's arch_weights(), NaN where a layer has no identity."""
@@ -283,6 +287,40 @@ def derive(space, weights, rule, threshold):
       raise UserInputError(f"unknown selection rule {rule!r}")
     kept_per_layer.append([candidates[j] for j in kept if j < len(candidates)])
   return space.genotype(kept_per_layer)
+
+
+def derive_from_alphas_json(obj, rule, threshold=0.85):
+  """The genotype a rule derives from a chain's alphas.json (raw alphas and the space)."""
+  if not isinstance(obj, dict):
+    raise UserInputError(f"alphas must be a JSON object, got {type(obj).__name__}")
+  for key in ("relaxation", "alphas", "search_space"):
+    if key not in obj:
+      raise UserInputError(f"alphas is missing key '{key}'")
+  if obj["relaxation"] not in presets.RELAXATIONS:
+    raise UserInputError(f"unknown relaxation {obj['relaxation']!r}; allowed: "
+                         f"{', '.join(presets.RELAXATIONS)}")
+  settings = obj["search_space"]
+  fields = {f.name for f in dataclasses.fields(SearchSpace)}
+  if not isinstance(settings, dict) or not set(settings) <= fields:
+    raise UserInputError(f"alphas' search_space must be an object of {', '.join(sorted(fields))}")
+  space = SearchSpace(**settings)
+  rows = obj["alphas"]
+  shape = (len(space.layers), len(space.ops))
+  try:
+    alphas = np.array([[math.nan if v is None else v for v in row] for row in rows], np.float64)
+  except (TypeError, ValueError):
+    alphas = None
+  missing = [[j == len(space.candidates) and not skip for j in range(shape[1])]
+             for skip in space.skip_rows]
+  if alphas is None or alphas.shape != shape or not np.array_equal(np.isnan(alphas), missing):
+    raise UserInputError(f"alphas must be {shape[0]} rows of {shape[1]} numbers, null exactly "
+                         "where a layer has no identity")
+  if obj["relaxation"] == "sigmoid":
+    weights = 1 / (1 + np.exp(-alphas))
+  else:  # over each layer's candidates, the missing identity left out
+    e = np.exp(np.where(np.isnan(alphas), -np.inf, alphas - np.nanmax(alphas, 1, keepdims=True)))
+    weights = np.where(np.isnan(alphas), np.nan, e / e.sum(1, keepdims=True))
+  return derive(space, weights, rule, threshold)
 
 
 @dataclasses.dataclass(frozen=True)
