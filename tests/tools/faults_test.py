@@ -359,3 +359,30 @@ def test_what_a_tool_built_is_freed_before_the_interpreter_shuts_down():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == status, result.stderr
     assert result.stdout.splitlines() == ["freed", "interpreter shutting down"]
+
+
+# A tiny chain on digits: 20 steps an epoch, a checkpoint every 2 steps.
+TINY_CHAIN_SEARCH = ["--search_space=chain", "--method=noisy_darts", "--layout=8:1,8:2",
+                     "--kernels=3,5", "--expansions=3", "--stem_channels=8",
+                     "--first_channels=8", "--head_channels=8", "--batch_size=16",
+                     "--train_split=train[:320]", "--val_split=train[320:640]", "--seed=5",
+                     "--deterministic", "--checkpoint_every_steps=2", "--log_every_steps=5",
+                     "--epochs=2"]
+
+
+def test_a_killed_chain_search_resumes_to_the_uninterrupted_result(tmp_path):
+  full, cut = tmp_path / "full", tmp_path / "cut"
+  _run("search.py", TINY_CHAIN_SEARCH, full)
+  proc = subprocess.Popen(_command("search.py", TINY_CHAIN_SEARCH, cut), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _wait_for_checkpoint(proc, cut, after_step=3)
+  assert _stop(proc, signal.SIGKILL) == -signal.SIGKILL
+  killed_at = _checkpoint_steps(cut)[-1]
+  assert killed_at < 40
+  resumed = _run("search.py", TINY_CHAIN_SEARCH, cut)
+  assert f"Resuming from {cut}/checkpoints/ckpt-{killed_at} at step {killed_at}" in (
+      resumed.stderr)
+  a, b = _alphas(full), _alphas(cut)
+  np.testing.assert_allclose(np.array(a["alphas"], np.float64),
+                             np.array(b["alphas"], np.float64), rtol=0, atol=1e-7)
+  assert _genotype(full) == _genotype(cut)

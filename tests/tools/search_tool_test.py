@@ -117,12 +117,12 @@ def test_official_noisy_darts_preset_drops_the_skip_and_warns_of_an_ignored_thre
   assert len(warnings) == 1, result.stderr[-3000:]
 
 
-def _image_folder(root, size):
+def _image_folder(root, size, per_class=4):
   from PIL import Image
   rng = np.random.default_rng(0)
   for label in ("a", "b"):
     os.makedirs(root / label)
-    for i in range(4):
+    for i in range(per_class):
       Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
           root / label / f"{i}.png")
   return str(root)
@@ -218,7 +218,8 @@ TINY_CHAIN = ["--layout=8:1,8:2", "--kernels=3,5", "--expansions=3", "--stem_cha
                      "learning_rate": 0.025}),
 ])
 def test_chain_presets_search_and_their_genotype_trains_and_exports(preset, expected, tmp_path):
-  folder = _image_folder(tmp_path / "images", 16)
+  # 80 images a class: the ImageNet presets' 10 % and 2.5 % of each class hold a batch.
+  folder = _image_folder(tmp_path / "images", 16, per_class=80)
   model_dir = tmp_path / "search"
   result = run_tool("search.py", f"--flagfile=flags/{preset}.flags", *TINY_CHAIN,
                     f"--dataset={folder}", "--image_size=16", f"--model_dir={model_dir}")
