@@ -50,7 +50,7 @@ def main(argv):
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
-                                 jit_compile=jit_compile)
+                                 jit_compile=jit_compile, unrolled=_STEP.unrolled.value)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value)
   result = benchmark.benchmark_search_step(space, presets.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
@@ -59,6 +59,7 @@ def main(argv):
                     **{k: v for k, v in settings.items() if v is not None},
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
                     "precision": precision, "jit_compile": jit_compile,
+                    "unrolled": _STEP.unrolled.value,
                     **result}))
 
 

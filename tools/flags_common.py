@@ -38,8 +38,11 @@ def distribution(strategies=STRATEGIES):
 
 
 def search_step():
-  """--precision and --jit_compile: how the step is computed."""
+  """--unrolled, --precision and --jit_compile: how the step is computed."""
   return types.SimpleNamespace(
+      unrolled=flags.DEFINE_boolean(
+          "unrolled", False, "DARTS' second-order architecture gradient (the original's "
+          "flag): one virtual weight step and a finite-difference Hessian-vector product."),
       precision=flags.DEFINE_enum(
           "precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
           "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no "

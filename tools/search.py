@@ -97,7 +97,8 @@ FLAG_GROUPS = {
                _NOISE_MEAN, _NOISE_FACTOR, _NOISE_DECAY, _SKIP_DROP_PROB],
     "optimization": [_EPOCHS, _BATCH_SIZE, _LEARNING_RATE, _LEARNING_RATE_MIN, _MOMENTUM,
                      _WEIGHT_DECAY, _GRAD_CLIP, _ARCH_LEARNING_RATE, _ARCH_BETA1, _ARCH_BETA2,
-                     _ARCH_WEIGHT_DECAY, _RANDOM.seed, _RANDOM.deterministic],
+                     _ARCH_WEIGHT_DECAY, _STEP.unrolled, _RANDOM.seed,
+                     _RANDOM.deterministic],
     "runtime": [_MODEL_DIR, _DISTRIBUTION.strategy, _DISTRIBUTION.cpu_devices, _DISTRIBUTION.tpu,
                 _SYNC_BN, _PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
                 _PROGRESS.checkpoint_every_secs, _DISTRIBUTION.graph_optimizer, _STEP.precision,
@@ -153,7 +154,8 @@ def main(argv):
       synchronized_bn=_SYNC_BN.value, log_every_steps=_PROGRESS.log_every_steps.value,
       checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,
       checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value,
-      precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value)
+      precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value,
+      unrolled=_STEP.unrolled.value)
   strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
 
   result = search_run.search(space, method, config, data_config, _MODEL_DIR.value,

@@ -224,10 +224,11 @@ def test_coupled_weight_decay_and_clipping_follow_pytorch():
     np.testing.assert_allclose(_numpy(v), w - 0.5 * (g.numpy() + 0.1 * w), rtol=1e-4, atol=1e-7)
 
 
-def _search_two_steps(strategy, model_dir, synchronized_bn=None, space=SMALL_SPACE):
+def _search_two_steps(strategy, model_dir, synchronized_bn=None, space=SMALL_SPACE,
+                      unrolled=False):
   """Two search steps (stopped as an interruption would); the checkpoint and the summaries."""
   config = searcher.SearchConfig(epochs=1, batch_size=16, synchronized_bn=synchronized_bn,
-                                 arch_learning_rate=3e-2, log_every_steps=1)
+                                 arch_learning_rate=3e-2, log_every_steps=1, unrolled=unrolled)
   assert search_run.search(space, presets.METHODS["fair_darts"], config, DATA_CONFIG,
                            str(model_dir), strategy, DATA, stop_at_step=2) is None
   logged = {f"{split}/{tag}": values for split in ("train", "validation")
@@ -237,10 +238,14 @@ def _search_two_steps(strategy, model_dir, synchronized_bn=None, space=SMALL_SPA
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("space", [SMALL_SPACE, CHAIN], ids=["darts_cell", "chain"])
-def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path, space):
-  one, logged_one = _search_two_steps(_one_device(), tmp_path / "one", space=space)
-  two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two", space=space)
+@pytest.mark.parametrize("space, unrolled", [(SMALL_SPACE, False), (CHAIN, False),
+                                             (SMALL_SPACE, True)],
+                         ids=["darts_cell", "chain", "second_order"])
+def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path, space, unrolled):
+  one, logged_one = _search_two_steps(_one_device(), tmp_path / "one", space=space,
+                                      unrolled=unrolled)
+  two, logged_two = _search_two_steps(_two_cpus(), tmp_path / "two", space=space,
+                                      unrolled=unrolled)
   # Every saved tensor: weights, alphas, batch-norm statistics, optimizer slots.
   assert one.keys() == two.keys()
   for key in one:
@@ -257,7 +262,7 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path, space
   # Without synchronized batch norm the replicas normalize with half-batch
   # statistics, and the result is measurably different.
   unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False,
-                                  space=space)
+                                  space=space, unrolled=unrolled)
   assert max(np.max(np.abs(one[k] - unsynced[k])) for k in one) > 1e-4
 
 
@@ -485,6 +490,27 @@ def test_a_resumed_chain_search_equals_the_uninterrupted_one(tmp_path):
   assert sum("moving_variance" in k for k in a_ckpt) == 3 + 2 * 3 * 2 + 1  # every BN
   for key in a_ckpt:
     np.testing.assert_allclose(a_ckpt[key], b_ckpt[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
+def test_a_resumed_second_order_search_equals_the_uninterrupted_one(tmp_path):
+  config = dataclasses.replace(CONFIG, unrolled=True)
+  method = presets.METHODS["fair_darts"]  # alphas from 0: any that moved is not 0
+  full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
+  full = search_run.search(SMALL_SPACE, method, config, DATA_CONFIG, full_dir, _one_device(),
+                           DATA)
+  assert search_run.search(SMALL_SPACE, method, config, DATA_CONFIG, resumed_dir,
+                           _one_device(), DATA, stop_at_step=4) is None
+  resumed = search_run.search(SMALL_SPACE, method, config, DATA_CONFIG, resumed_dir,
+                              _one_device(), DATA)
+  assert (resumed.train_accuracy, resumed.val_accuracy) == (full.train_accuracy,
+                                                            full.val_accuracy)
+  a, b = _alphas(full_dir), _alphas(resumed_dir)
+  np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
+  np.testing.assert_allclose(a["reduce"], b["reduce"], rtol=0, atol=1e-7)
+  assert np.min(np.abs(np.array(a["normal"]))) > 0
+  params = json.loads(open(os.path.join(full_dir, "params.json")).read())
+  assert params["search"]["unrolled"] is True
 
 
 def test_a_model_dir_of_another_configuration_is_refused(tmp_path):

@@ -254,3 +254,19 @@ def test_chain_presets_search_and_their_genotype_trains_and_exports(preset, expe
   exported = run_tool("export.py", f"--model_dir={train_dir}", f"--export_dir={tmp_path}/out")
   assert exported.returncode == 0, exported.stderr[-3000:]
   assert "images uint8 [None, 16, 16, 3] -> logits float32 [None, 2]" in exported.stdout
+
+
+def test_the_darts_v2_preset_is_the_darts_preset_in_second_order(tmp_path):
+  model_dir = tmp_path / "v2"
+  result = run_tool("search.py", "--flagfile=flags/darts_v2_cifar10.flags", *TINY,
+                    f"--model_dir={model_dir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  first = tmp_path / "v1"
+  assert run_tool("search.py", "--flagfile=flags/darts_cifar10.flags", *TINY,
+                  f"--model_dir={first}").returncode == 0
+  v2, v1 = _load(model_dir, "params.json"), _load(first, "params.json")
+  assert v2["search"]["unrolled"] is True and v1["search"]["unrolled"] is False
+  v2["search"]["unrolled"] = False
+  for section in ("search", "method", "search_space", "data"):
+    assert v2[section] == v1[section], section
+  assert _load(model_dir, "alphas.json") != _load(first, "alphas.json")

@@ -1,9 +1,10 @@
 """The bilevel search step: alternating architecture and weight steps under tf.distribute.
 
-One search step, as in the original first-order code: an architecture step on a
-validation batch (Adam on the alphas), then a weight step on a training batch
-(SGD on the network weights, gradients clipped by global norm). Both run inside
-one tf.function through strategy.run.
+One search step, as in the original code: an architecture step on a validation batch
+(Adam on the alphas), then a weight step on a training batch (SGD on the network weights,
+gradients clipped by global norm). Both run inside one tf.function through strategy.run.
+With `unrolled` the architecture step takes DARTS' second-order gradient, which also
+reads the training batch of the weight step that follows (architect.second_order).
 
 Distribution semantics (so that N replicas match 1 replica on the same global
 batch): per-example losses are averaged over the global batch; gradients are
@@ -60,6 +61,7 @@ class SearchConfig:
   # with dynamic loss scaling (updates.DynamicLossScale), one scale per optimizer.
   precision: str = "float32"
   jit_compile: bool = False            # XLA for the replicas' step (one replica only)
+  unrolled: bool = False               # DARTS' second-order architecture gradient
 
   def __post_init__(self):
     if self.precision not in PRECISIONS:
@@ -78,6 +80,11 @@ class SearchConfig:
     for name in ("momentum", "arch_beta1", "arch_beta2"):
       if not 0 <= getattr(self, name) < 1:
         raise UserInputError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+    if self.unrolled and self.precision == "mixed_float16":
+      # One loss scale cannot serve four backward passes whose finite difference divides
+      # by a radius of 0.01 / ||v||: the skipped steps would not be the first order's.
+      raise UserInputError("unrolled (second order) does not run in mixed_float16: use "
+                           "float32 or mixed_bfloat16")
 
 
 def cosine_learning_rate(config, epoch):
@@ -150,10 +157,16 @@ class Searcher:
 
   # ---- the step ----------------------------------------------------------
 
-  def arch_step(self, x, y, noise_seed=None):
-    """Architecture step on a validation batch (per replica: call inside strategy.run)."""
+  def arch_step(self, x, y, noise_seed=None, train_batch=None, train_seed=None):
+    """Architecture step on a validation batch (per replica: call inside strategy.run);
+    second order (config.unrolled) also reads the training batch (train_batch: x, y) with
+    the weight step's seed."""
     n = self.num_replicas
-    grads, (ce, logits, zero_one) = architect.first_order(self, x, y, noise_seed)
+    if self.config.unrolled:
+      grads, (ce, logits, zero_one) = architect.second_order(self, x, y, noise_seed,
+                                                             *train_batch, train_seed)
+    else:
+      grads, (ce, logits, zero_one) = architect.first_order(self, x, y, noise_seed)
     grads = [g + self.config.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
     applied = updates.apply_gradients(self.arch_optimizer, grads, self.arch_variables,
                                        self.arch_loss_scale)
@@ -178,8 +191,10 @@ class Searcher:
   def _replica_step(self, train_batch, val_batch):
     step = self.global_step.read_value()
     seed = tf.constant(self.config.seed, tf.int64)
-    out = self.arch_step(*val_batch, noise_seed=tf.stack([seed, 2 * step]))
-    out.update(self.weight_step(*train_batch, noise_seed=tf.stack([seed, 2 * step + 1])))
+    train_seed = tf.stack([seed, 2 * step + 1])
+    out = self.arch_step(*val_batch, noise_seed=tf.stack([seed, 2 * step]),
+                         train_batch=train_batch, train_seed=train_seed)
+    out.update(self.weight_step(*train_batch, noise_seed=train_seed))
     return out
 
   def train_step(self, iterator):
