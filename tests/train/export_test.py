@@ -106,16 +106,21 @@ def exported(trained, tmp_path_factory):
 def served(exported, tmp_path_factory):
   """The export run by a client process that has no tfnas: (images, outputs, signature,
   the client's stderr)."""
-  paths = exported[2]
-  tmp = tmp_path_factory.mktemp("client")
   images = np.random.default_rng(1).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
+  return (images, *_serve(exported[2]["saved_model"], images,
+                          tmp_path_factory.mktemp("client")))
+
+
+def _serve(saved_model, images, tmp):
+  """(outputs, signature, stderr) of _CLIENT serving `images` from saved_model in a fresh
+  process, its files in tmp."""
   np.save(tmp / "images.npy", images)
   result = subprocess.run(
-      [sys.executable, "-c", _CLIENT, paths["saved_model"], str(tmp / "images.npy"),
+      [sys.executable, "-c", _CLIENT, saved_model, str(tmp / "images.npy"),
        str(tmp / "out.npz")], cwd=tmp, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
   signature = json.loads(result.stdout.strip().splitlines()[-1])
-  return images, dict(np.load(tmp / "out.npz")), signature, result.stderr
+  return dict(np.load(tmp / "out.npz")), signature, result.stderr
 
 
 def test_load_trained_restores_the_latest_checkpoint(trained, exported):
@@ -393,12 +398,7 @@ def test_a_trained_chain_exports_and_serves_without_tfnas(tmp_path):
   assert chain_genotype.load(paths["genotype"]) == g
   assert json.loads(pathlib.Path(paths["describe"]).read_text()) == spec.counts((24, 24))
   images = np.random.default_rng(3).integers(0, 256, [5, 24, 24, 3], dtype=np.uint8)
-  np.save(tmp_path / "images.npy", images)
-  result = subprocess.run(
-      [sys.executable, "-c", _CLIENT, paths["saved_model"], str(tmp_path / "images.npy"),
-       str(tmp_path / "out.npz")], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr
-  served = dict(np.load(tmp_path / "out.npz"))
+  served, _, _ = _serve(paths["saved_model"], images, tmp_path)
   x = (images.astype(np.float32) / 255.0 - 0.4) / 0.3
   np.testing.assert_allclose(served["logits_5"], net(x, training=False), rtol=1e-4, atol=1e-4)
   assert served["probabilities_1"].shape == (1, 5)

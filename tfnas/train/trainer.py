@@ -230,6 +230,8 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
 def smoothed_cross_entropy(y, logits, smoothing):
   """Per-example cross-entropy against (1 - smoothing) one-hot + smoothing / classes, as
   DARTS' CrossEntropyLabelSmooth (smoothing 0: the plain cross-entropy)."""
+  if not smoothing:
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
   log_p = tf.nn.log_softmax(logits)
   classes = logits.shape[-1]
   target = tf.one_hot(y, classes, 1.0 - smoothing, 0.0) + smoothing / classes

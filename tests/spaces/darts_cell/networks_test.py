@@ -12,6 +12,7 @@ from tfnas.layers import ops
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.darts_cell import genotype as genotype_lib
 from tfnas.spaces.darts_cell import networks
+from tfnas.spaces.darts_cell import space as cell_space
 from tfnas.spaces.darts_cell import zoo
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -62,8 +63,11 @@ def full_counts():
     (networks.NetworkImageNet, 224, True)])
 def test_counts_from_shapes_are_the_built_networks_counts(network, size, auxiliary):
   """The arithmetic the tools print against the Keras model's own weights and convs."""
-  model = network(ALL_OPS, init_channels=4, layers=3, num_classes=10, auxiliary=auxiliary)
-  counted = networks.network_counts(model, ALL_OPS, (size, size))  # before the build: shapes only
+  spec = cell_space.NetworkSpec(ALL_OPS, 10, network.KIND, init_channels=4, layers=3,
+                                auxiliary=auxiliary)
+  model = spec.build()
+  assert isinstance(model, network)
+  counted = spec.counts((size, size))  # before the build: shapes only
   macs = networks.count_macs(model, (size, size))
   expected = {"params": networks.count_params(model, include_aux=False),
               "macs": macs, "ops": genotype_lib.count_ops(ALL_OPS, built_only=True)}
@@ -261,9 +265,8 @@ def test_describe_small_images_without_the_auxiliary_head():
   assert result.returncode == 0, result.stderr
   out = json.loads(result.stdout)
   assert "params_with_aux" not in out and out["params"] > 0 and out["macs"] > 0
-  network = networks.NetworkCIFAR(zoo.get("DARTS_V2"), 4, 3, auxiliary=False)
-  assert out == {"genotype": "DARTS_V2",
-                 **networks.network_counts(network, zoo.get("DARTS_V2"), (8, 8))}
+  spec = cell_space.NetworkSpec(zoo.get("DARTS_V2"), init_channels=4, layers=3, auxiliary=False)
+  assert out == {"genotype": "DARTS_V2", **spec.counts((8, 8))}
 
 
 @pytest.mark.slow

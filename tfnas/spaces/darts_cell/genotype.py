@@ -328,15 +328,6 @@ def derive_from_alphas_json(obj, rule, threshold=0.85):
                 threshold)
 
 
-def derive_from_alphas_file(path, rule, threshold=0.85):
-  """Reads an alphas.json file and derives its Genotype."""
-  obj = files.read_json(path, 'alphas file')
-  try:
-    return derive_from_alphas_json(obj, rule, threshold)
-  except UserInputError as e:
-    raise UserInputError(f'{path}: {e}') from None
-
-
 def live_nodes(entries):
   """The intermediate nodes that exist in a cell built from these entries.
 

@@ -351,16 +351,6 @@ def count_macs(model, image_shape):
   return ops.layer_macs(model, excluded=() if aux is None else (aux,))
 
 
-def network_counts(network, genotype, image_shape):
-  """What describe.py prints and export.py stores: params, params_with_aux, macs, ops.
-
-  Counted from the shapes (counts_from_shapes) with `network`'s settings; nothing is built.
-  """
-  return counts_from_shapes(network.KIND, genotype, image_shape, network.init_channels,
-                            len(network.cells), network.num_classes,
-                            network.auxiliary_head is not None, network.stem_multiplier)
-
-
 # The counts by shape arithmetic: what count_params and count_macs give for the built
 # network, in microseconds instead of seconds (a test compares the two on every op).
 def _conv(c_in, c_out, k, stride, padding, size, dilation=1, groups=1):
