@@ -119,6 +119,8 @@ def main(argv):
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
+  # Before any TensorFlow op: a multi-worker strategy sets up the collectives.
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
 
   from tfnas.data import sources
   from tfnas.methods import presets
@@ -156,7 +158,6 @@ def main(argv):
       checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value,
       precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value,
       unrolled=_STEP.unrolled.value)
-  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
 
   result = search_run.search(space, method, config, data_config, _MODEL_DIR.value,
                              strategy=strategy, data=data, stop_request=cli.STOP)

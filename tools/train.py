@@ -98,6 +98,8 @@ def main(argv):
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
+  # Before any TensorFlow op: a multi-worker strategy sets up the collectives.
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
   from tfnas import spaces
   from tfnas.data import sources
   from tfnas.runtime import progress
@@ -132,7 +134,6 @@ def main(argv):
       per_class_splits=_DATA.per_class_splits.value)
   data = sources.load_search_data(data_config)
   spec = spaces.network_spec(genotype, data.num_classes, **cell_settings)
-  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value, _DISTRIBUTION.tpu.value)
   result = trainer.train(spec, config, data_config, _MODEL_DIR.value, strategy=strategy,
                          data=data, stop_request=cli.STOP)
   model_dir = pathlib.Path(_MODEL_DIR.value)

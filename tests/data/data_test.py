@@ -597,7 +597,10 @@ def test_evaluation_batches_cover_every_image_once_in_order():
   images = sources.ImageSet(rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8),
                          np.arange(10, dtype=np.int64))
   batches = list(pipeline.evaluation_batches(images, (0.5,) * 3, (0.25,) * 3, batch_size=4))
-  assert [len(y) for _, y in batches] == [4, 4, 2]
-  np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), np.arange(10))
+  # Full batches: the last one filled up with blank images labelled -1.
+  assert [len(y) for _, y in batches] == [4, 4, 4]
+  np.testing.assert_array_equal(np.concatenate([y for _, y in batches]),
+                                [*range(10), pipeline.PADDING_LABEL, pipeline.PADDING_LABEL])
   x = np.concatenate([x for x, _ in batches])
-  np.testing.assert_allclose((x * 0.25 + 0.5) * 255, images.images, atol=1e-3)
+  np.testing.assert_allclose((x[:10] * 0.25 + 0.5) * 255, images.images, atol=1e-3)
+  assert not x[10:].any()

@@ -211,9 +211,10 @@ def test_the_training_transform_crops_resizes_and_flips():
 def test_streamed_evaluation_batches_in_order(tmp_path):
   d = _load(_make_folder(tmp_path, sizes=(3, 4)))
   batches = _collect(pipeline.evaluation_batches(d.val, (0,) * 3, (1 / 255,) * 3, 2))
-  assert [len(y) for _, y in batches] == [2, 1]
-  np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), d.val.labels)
-  red = np.concatenate([np.median(x[..., 0], axis=(1, 2)) for x, _ in batches])
+  assert [len(y) for _, y in batches] == [2, 2]  # the last filled up with label -1
+  np.testing.assert_array_equal(np.concatenate([y for _, y in batches]),
+                                [*d.val.labels, pipeline.PADDING_LABEL])
+  red = np.concatenate([np.median(x[..., 0], axis=(1, 2)) for x, _ in batches])[:3]
   # The red channel numbers the images in file order, which is the ids' order.
   np.testing.assert_allclose(red, d.val.ids + 1, atol=2)
 

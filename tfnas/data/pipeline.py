@@ -306,7 +306,10 @@ def _cutout(x, key, length, height, width):
 
 def evaluation_batches(images: ImageSet | StreamedImageSet, mean, std,
                        batch_size: int) -> tf.data.Dataset:
-  """Every image once, in order, normalized, no augmentation; the last batch may be short.
+  """Every image once, in order, normalized, no augmentation, in full batches: the last is
+  filled up with blank images of label -1 (PADDING_LABEL), for the evaluation to leave out.
+  So every replica gets its share of every batch (a share of 0 images failed in Keras'
+  layers) and the step is traced once.
 
   Streamed sets get the evaluation transform (eval_transform).
   """
@@ -319,8 +322,19 @@ def evaluation_batches(images: ImageSet | StreamedImageSet, mean, std,
         num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
   else:
     ds = tf.data.Dataset.from_tensor_slices((images.images, images.labels)).batch(batch_size)
-  return ds.map(lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, y)).prefetch(
-      tf.data.AUTOTUNE)
+
+  def normalize_and_fill(x, y):
+    x = (tf.cast(x, tf.float32) / 255.0 - mean) / std
+    missing = batch_size - tf.shape(y)[0]
+    x = tf.pad(x, [[0, missing], [0, 0], [0, 0], [0, 0]])
+    y = tf.pad(y, [[0, missing]], constant_values=PADDING_LABEL)
+    return tf.ensure_shape(x, [batch_size, *x.shape[1:]]), tf.ensure_shape(y, [batch_size])
+
+  return ds.map(normalize_and_fill).prefetch(tf.data.AUTOTUNE)
+
+
+# The label of the blank images that fill up the last evaluation batch.
+PADDING_LABEL = -1
 
 
 def _fold_in(key, data):

@@ -14,7 +14,9 @@ left off:
   first removes what a killed save left half-written (TensorFlow's ckpt-N_temp/
   folders, the manager's checkpoint.tmp* files), which only the run that holds
   the model_dir lock (files.model_dir_lock) may do;
-- a checkpoint is never written from weights that are not finite.
+- a checkpoint is never written from weights that are not finite;
+- in a multi-worker run the workers save and stop at the same steps, the chief's
+  checkpoints are the ones that count, and every worker restores from them.
 """
 import glob
 import os
@@ -43,6 +45,13 @@ class Checkpointer:
     variables: what must be finite before a save (default: none is checked).
     stop_request: a stopping.StopRequest honoured by after_step(); its
       unsaved_steps tells a signal handler whether stopping at once would lose a step.
+    workers: the distribute.Workers of a multi-worker run (None: one process). Every
+      worker saves (TensorFlow's multi-worker convention: a save may read variables
+      collectively), but only the chief into `directory`: the others write into a
+      scratch folder in it and remove it at once. After every step the workers agree on
+      saving and stopping (one worker's stop request, say the chief's SIGTERM, stops them
+      all with a checkpoint); so a signal never ends a worker at once, which would leave
+      the others waiting.
 
   `before_save`, if set, is called before each save: what must reach the disk with the
   checkpoint (the run loop flushes the summary writers, so a stop that ends the process at
@@ -50,15 +59,22 @@ class Checkpointer:
   """
 
   def __init__(self, checkpoint, directory, step_counter, max_to_keep=3, every_steps=0,
-               every_secs=0.0, variables=None, stop_request=None):
+               every_secs=0.0, variables=None, stop_request=None, workers=None):
     self.checkpoint, self.directory, self.step_counter = checkpoint, directory, step_counter
     self.every_steps, self.every_secs = every_steps, every_secs
     self.variables = variables
     self.stop_request = stop_request
+    self.workers = workers
     self.before_save = None
-    self.manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep,
+    # Where this process saves: the chief's (or the only process's) saves are the run's.
+    self.scratch = None
+    if workers is not None and not workers.chief:
+      self.scratch = os.path.join(directory, workers.scratch_name)
+    self.manager = tf.train.CheckpointManager(checkpoint, self.scratch or directory,
+                                              max_to_keep=max_to_keep,
                                               step_counter=step_counter)
     self._saved_step, self._saved_time = None, time.monotonic()
+    self._mark_unsaved(False)
 
   def _step(self):
     return int(self.step_counter.numpy())
@@ -69,7 +85,7 @@ class Checkpointer:
     The disk is read too, so a lost or garbled `checkpoint` state file does not
     make the run start again from scratch.
     """
-    prefixes = set(self.manager.checkpoints)
+    prefixes = set() if self.scratch else set(self.manager.checkpoints)
     prefixes.update(p[:-len(".index")] for p in glob.glob(os.path.join(self.directory,
                                                                        "ckpt-*.index")))
 
@@ -96,7 +112,8 @@ class Checkpointer:
 
   def restore(self):
     """Restores the newest readable checkpoint; returns its path, or None if there is none."""
-    self.remove_unfinished()
+    if self.scratch is None:  # the chief's folder is the chief's to tidy
+      self.remove_unfinished()
     candidates = self.candidates()
     problems = []
     for path in candidates:
@@ -143,13 +160,16 @@ class Checkpointer:
       path = self.manager.save(checkpoint_number=step)
     except (OSError, tf.errors.OpError) as e:
       raise RunError(f"cannot write a checkpoint in {self.directory}: {first_line(e)}") from None
+    if self.scratch is not None:
+      shutil.rmtree(self.scratch, ignore_errors=True)
+      path = os.path.join(self.directory, os.path.basename(path))  # the chief's
     self._saved_step, self._saved_time = step, time.monotonic()
     self._mark_unsaved(False)
     return path
 
   def _mark_unsaved(self, value):
     if self.stop_request is not None:
-      self.stop_request.unsaved_steps = value
+      self.stop_request.unsaved_steps = value or self.workers is not None
 
   def after_step(self, save=True):
     """After every step: saves when due; on a stop request saves and raises Stopped.
@@ -160,7 +180,25 @@ class Checkpointer:
     self._mark_unsaved(self._step() != self._saved_step)  # not after the epoch's save
     if not save:
       return
-    if self.stop_request:
-      raise Stopped(self.stop_request.reason, self._step(), self.save())
-    if self.due():
+    due = self.due()
+    stop = self.stop_request.reason if self.stop_request else None
+    if self.workers is not None:
+      # The agreed decision only: a request that arrives after the exchange waits a step.
+      stop, due = self._agree(stop, due)
+    if stop:
+      raise Stopped(stop, self._step(), self.save())
+    if due:
       self.save()
+
+  _REASONS = ("SIGTERM", "SIGINT")
+
+  def _agree(self, stop, due):
+    """(the first stop reason of any worker, whether any worker saves now)."""
+    known = self._REASONS.index(stop) + 1 if stop in self._REASONS else len(self._REASONS) + 1
+    code = known if stop else 0
+    code, due = self.workers.any([code, int(due)])
+    stop = None if not code else (self._REASONS[code - 1] if code <= len(self._REASONS)
+                                  else "another worker")
+    if stop and self.stop_request is not None:
+      self.stop_request.request(stop)
+    return stop, bool(due)

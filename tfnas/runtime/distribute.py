@@ -1,9 +1,18 @@
 """Choosing a tf.distribute strategy by name, the process-wide runtime settings, sums
-over the replicas, and the seeds of each replica's random draws."""
+over the replicas, the seeds of each replica's random draws, and the workers of a
+multi-worker run."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+
 import tensorflow as tf
 # What tf.custom_gradient records gradients with (see sum_over_replicas).
 from tensorflow.python.eager import record
 
+from tfnas.runtime.errors import RunError
 from tfnas.runtime.errors import UserInputError
 from tfnas.runtime.errors import first_line
 
@@ -60,10 +69,28 @@ def get_strategy(name="auto", tpu_address=None):
   logical CPU devices only, even when there are GPUs. one_device: the first GPU,
   else the CPU. multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG.
   tpu: TPUStrategy on `tpu_address` (or the local TPU).
+
+  multi_worker must be chosen before TensorFlow runs its first op (it sets up the
+  collectives): its workers are TF_CONFIG's, else a Slurm job step's (one worker per
+  task); see cluster_resolver().
   """
   if name not in STRATEGIES:
     raise UserInputError(f"unknown distribution strategy '{name}'; "
                          f"choose one of {', '.join(STRATEGIES)}")
+  if name == "multi_worker":  # before listing devices, which starts TensorFlow's runtime
+    resolver = cluster_resolver()
+    # TensorFlow's preemption notifier takes SIGTERM over as the strategy starts (and does
+    # nothing a tfnas run sees): the process' own handlers are put back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    except RuntimeError as e:
+      raise UserInputError(f"cannot start the multi-worker strategy: {first_line(e)} (choose "
+                           "it before TensorFlow runs an op)") from None
+    for sig, handler in handlers.items():
+      if handler is not None:
+        signal.signal(sig, handler)
+    return strategy
   gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
   cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
   if name in ("auto", "mirrored"):
@@ -72,8 +99,6 @@ def get_strategy(name="auto", tpu_address=None):
     devices = cpus
   elif name == "one_device":
     return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])
-  elif name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
   else:
     try:
       resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or "")
@@ -92,6 +117,50 @@ def get_strategy(name="auto", tpu_address=None):
     return tf.distribute.MirroredStrategy(
         devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
   return tf.distribute.MirroredStrategy(devices)
+
+
+def cluster_resolver():
+  """The workers of a multi-worker run: TF_CONFIG's cluster and task, else a Slurm job step's
+  tasks (TensorFlow's SlurmClusterResolver: one worker per task, ports from 8888 up on each
+  node, the node's GPUs shared among its tasks). One line (UserInputError) when neither
+  describes a cluster of workers."""
+  if os.environ.get("TF_CONFIG"):
+    try:
+      config = json.loads(os.environ["TF_CONFIG"])
+    except json.JSONDecodeError as e:
+      raise UserInputError(f"TF_CONFIG is not valid JSON: {e}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+      raise UserInputError('TF_CONFIG needs "cluster" and "task", e.g. {"cluster": {"worker": '
+                           '["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+                           '"index": 0}}')
+    tasks = cluster.get(task.get("type"))
+    index = task.get("index")
+    if (not isinstance(tasks, list) or not isinstance(index, int) or
+        not 0 <= index < len(tasks)):
+      raise UserInputError(f"TF_CONFIG's task {json.dumps(task)} is not one of its cluster "
+                           f"{json.dumps(cluster)}")
+    unknown = set(cluster) - {"chief", "worker"}
+    if unknown:
+      raise UserInputError(f"TF_CONFIG's cluster has {', '.join(sorted(unknown))} tasks; tfnas "
+                           "runs only 'chief' and 'worker' tasks")
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  if os.environ.get("SLURM_PROCID") is not None:
+    gpus = "CUDA_VISIBLE_DEVICES" in os.environ or shutil.which("nvidia-smi")
+    try:
+      if gpus:
+        return tf.distribute.cluster_resolver.SlurmClusterResolver()
+      # The resolver shares each node's GPUs among its tasks and fails without one: on CPU
+      # nodes only its cluster and task are kept (a dummy GPU per task, not applied).
+      slurm = tf.distribute.cluster_resolver.SlurmClusterResolver(
+          gpus_per_node=1024, gpus_per_task=1, auto_set_gpu=False)
+      return tf.distribute.cluster_resolver.SimpleClusterResolver(
+          slurm.cluster_spec(), task_type=slurm.task_type, task_id=slurm.task_id)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:
+      raise UserInputError(f"cannot read the Slurm job's tasks: {first_line(e)}") from None
+  raise UserInputError("--distribution_strategy=multi_worker needs TF_CONFIG (or a Slurm job "
+                       "step) to name its workers; see the README's Multi-worker section")
 
 
 def is_chief(strategy):
@@ -148,6 +217,28 @@ def sum_over_replicas(values, differentiable=False):
   return outputs[:n]
 
 
+def first_replica_copier(strategy, variables):
+  """A function that gives every replica the first replica's values of `variables` (None
+  with one replica).
+
+  Keras keeps a batch norm's moving statistics as mirrored variables that each replica
+  updates with its own batch (without synchronized batch norm): the copies drift apart,
+  and a checkpoint keeps the first replica's. Copying it to the others before an
+  evaluation makes every replica evaluate the network that is saved and exported.
+  """
+  if strategy.num_replicas_in_sync == 1 or not variables:
+    return None
+
+  def copy():
+    ctx = tf.distribute.get_replica_context()
+    first = tf.equal(ctx.replica_id_in_sync_group, 0)
+    values = [tf.where(first, v.value, tf.zeros_like(v.value)) for v in variables]
+    for v, value in zip(variables, ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)):
+      v.assign(value)
+
+  return tf.function(lambda: strategy.run(copy))
+
+
 def fold_seed(seed, value):
   """The stateless [2] seed `seed` folded with `value` (None stays None: drawn fresh later)."""
   return None if seed is None else tf.random.experimental.stateless_fold_in(seed, value)
@@ -177,8 +268,91 @@ def input_iterator(dataset, strategy):
   """
   options = tf.data.Options()
   options.autotune.enabled = False
+  # Each worker reads the same batches and keeps its replicas' slices of each, so that the
+  # replicas see the examples they would see on one machine (no sharding by files).
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   dataset = dataset.with_options(options)
   if strategy.num_replicas_in_sync == 1 and all(
       "CPU" in d.upper() for d in strategy.extended.worker_devices):
     return iter(dataset)
   return iter(strategy.experimental_distribute_dataset(dataset))
+
+
+def _in_multi_worker_mode(strategy):
+  mode = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
+  return bool(mode and mode())
+
+
+def workers(strategy):
+  """The Workers of a multi-worker strategy; None for a one-process strategy."""
+  return Workers(strategy) if _in_multi_worker_mode(strategy) else None
+
+
+class WorkerLost(RunError):
+  """Another worker stopped answering (it died, or its machine did)."""
+
+
+# How a collective fails when another worker is gone: TensorFlow aborts the collectives
+# once its heartbeats miss a worker (or the connection breaks).
+COLLECTIVE_FAILURES = (tf.errors.UnavailableError, tf.errors.CancelledError,
+                       tf.errors.InternalError, tf.errors.DeadlineExceededError,
+                       tf.errors.AbortedError)
+
+
+def _digest(value):
+  text = json.dumps(value, sort_keys=True, default=str)
+  return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)  # fits an int64
+
+
+class Workers:
+  """The processes of one multi-worker run, as each of them sees the others.
+
+  Every worker computes every step; the chief (distribute.is_chief) alone writes the
+  run's files. The exchanges below are collectives: every worker makes each of them, in
+  the same order.
+  """
+
+  def __init__(self, strategy):
+    self.strategy = strategy
+    resolver = strategy.cluster_resolver
+    self.task = f"{resolver.task_type} {resolver.task_id}"
+    self.count = strategy.extended._num_workers  # pylint: disable=protected-access
+    self.chief = is_chief(strategy)
+    self.scratch_name = f"workertemp_{resolver.task_type}_{resolver.task_id}"
+
+  def gather(self, values):
+    """Each worker's list of int64 `values`, in the workers' order (the chief first)."""
+    local = tf.constant([values], tf.int64)
+    try:
+      rows = self.strategy.gather(self.strategy.run(lambda: tf.identity(local)), axis=0)
+    except COLLECTIVE_FAILURES as e:
+      raise WorkerLost(lost_line(e)) from None
+    per_worker = len(self.strategy.extended.worker_devices)
+    return rows.numpy()[::per_worker].tolist()
+
+  def check_same(self, values, hint):
+    """Refuses (UserInputError, on every worker) a run whose workers differ in one of
+    `values` ({what: a JSON-able value}, `what` as messages name it); `hint` says what to
+    do."""
+    names = sorted(values)
+    rows = self.gather([_digest(values[name]) for name in names])
+    for k, name in enumerate(names):
+      differ = [i for i, row in enumerate(rows) if row[k] != rows[0][k]]
+      if differ:
+        raise UserInputError(f"worker {differ[0]} differs from worker 0 in {name} (this is "
+                             f"{self.task}): {hint}")
+
+  def any(self, flags):
+    """Each of `flags` (ints) as the first worker that set it (non-zero) has it; else 0."""
+    rows = self.gather(flags)
+    return [next((row[k] for row in rows if row[k]), 0) for k in range(len(flags))]
+
+
+def lost_line(error):
+  """What a worker says when a collective failed because another worker is gone."""
+  text = getattr(error, "message", None) or str(error)
+  # TensorFlow names the tasks whose heartbeats stopped after the word "unhealthy".
+  gone = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text.partition("unhealthy")[2])
+  who = f"{gone[0][0]} {gone[0][1]}" if gone else "another worker"
+  return (f"lost contact with {who} (it stopped or its machine did): start every worker "
+          "again to resume from the last checkpoint")

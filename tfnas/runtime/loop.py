@@ -22,13 +22,62 @@ A task has:
   write_epoch(epoch, sums): the epoch's files and summaries (chief only)
   flush(): writes what the summary writers hold (chief only; before each checkpoint)
 """
+import contextlib
 import math
+import os
 import time
 
 import tensorflow as tf
 
 from tfnas.runtime import distribute
+from tfnas.runtime import files
 from tfnas.runtime import stopping
+from tfnas.runtime.errors import UserInputError
+
+
+def model_dir_lock(model_dir, strategy):
+  """files.model_dir_lock for the process that writes model_dir: the chief's (one run per
+  model_dir); the other workers of a multi-worker run share the chief's."""
+  if distribute.is_chief(strategy):
+    return files.model_dir_lock(model_dir)
+  return contextlib.nullcontext()
+
+
+def prepare_model_dir(model_dir, params, resumable, what, strategy):
+  """files.prepare_model_dir on the chief. In a multi-worker run every worker first checks
+  that all have the same params (a worker started with other flags is refused), then learns
+  whether the chief accepted model_dir."""
+  workers = distribute.workers(strategy)
+  if workers is not None:
+    workers.check_same({f"the {section} settings": value for section, value in params.items()},
+                       "start every worker with the same flags")
+  refused = None
+  if workers is None or workers.chief:
+    try:
+      files.prepare_model_dir(model_dir, params, resumable, what)
+    except UserInputError as e:
+      refused = e
+  if workers is not None and workers.any([int(refused is not None)])[0] and refused is None:
+    raise UserInputError(f"the chief refused {model_dir} (its output says why)")
+  if refused is not None:
+    raise refused
+
+
+def check_restored(strategy, step):
+  """Refuses a multi-worker run whose workers restored different steps (a model_dir that
+  is not the same folder for all of them)."""
+  workers = distribute.workers(strategy)
+  if workers is not None:
+    workers.check_same({"the step it resumes from": step},
+                       "every worker's --model_dir must be the chief's folder (a shared file "
+                       "system)")
+
+
+def summary_writers(model_dir, chief):
+  """The TensorBoard writers of model_dir's train/ and validation/ runs; on a worker that
+  is not the chief, writers that write nothing."""
+  return {name: tf.summary.create_file_writer(os.path.join(model_dir, name)) if chief
+          else tf.summary.create_noop_writer() for name in ("train", "validation")}
 
 
 class EpochSums:
@@ -107,6 +156,7 @@ class Loop:
     self.checkpointer, self.progress, self.batch_size = checkpointer, progress, batch_size
     self.summary_every_steps, self.stop_at_step = summary_every_steps, stop_at_step
     self.chief = distribute.is_chief(strategy)
+    self.multi_worker = distribute.workers(strategy) is not None
     self.with_steps = with_steps
 
   def step_number(self):
@@ -138,7 +188,7 @@ class Loop:
     sums = EpochSums(task.keys, self.sums, resume=first > 0, with_steps=self.with_steps)
     window = EpochSums(task.keys)
     for step_in_epoch in range(first, self.steps_per_epoch):
-      out = {k: float(v) for k, v in task.step().items()}
+      out = self._step(task)
       step = self.step_number()
       if not all(math.isfinite(v) for v in out.values()):
         raise FloatingPointError(f"the loss became {task.loss(out)} at step {step}; the last "
@@ -167,6 +217,14 @@ class Loop:
     self.checkpointer.save()
     self.checkpointer.after_step()
     return sums
+
+  def _step(self, task):
+    if not self.multi_worker:
+      return {k: float(v) for k, v in task.step().items()}
+    try:
+      return {k: float(v) for k, v in task.step().items()}
+    except distribute.COLLECTIVE_FAILURES as e:
+      raise distribute.WorkerLost(distribute.lost_line(e)) from None
 
   def _flush(self, task):
     if self.chief:

@@ -61,7 +61,8 @@ def search(space, method, config, data_config, model_dir, strategy=None, data=No
   and returns None, as an interruption would.
   `progress` reports the steps (default: a progress.Progress on stderr).
   """
-  with files_lib.model_dir_lock(model_dir):
+  strategy = strategy or tf.distribute.get_strategy()
+  with loop_lib.model_dir_lock(model_dir, strategy):
     return _search(space, method, config, data_config, model_dir, strategy, data, stop_at_step,
                    stop_request, progress)
 
@@ -90,7 +91,6 @@ def _params(space, method, config, data_config, data, num_replicas):
 
 def _search(space, method, config, data_config, model_dir, strategy, data, stop_at_step,
             stop_request, progress):
-  strategy = strategy or tf.distribute.get_strategy()
   data = data or sources.load_search_data(data_config)
   if space.num_classes != data.num_classes:
     raise UserInputError(f"num_classes={space.num_classes} does not fit {data.name}, "
@@ -99,7 +99,7 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   steps_per_epoch = pipeline.steps_per_epoch(data, config.batch_size)
   space.check_image_size(*data.image_shape[:2])
   params = _params(space, method, config, data_config, data, strategy.num_replicas_in_sync)
-  files_lib.prepare_model_dir(model_dir, params, _RESUMABLE_CHANGES, "search")
+  loop_lib.prepare_model_dir(model_dir, params, _RESUMABLE_CHANGES, "search", strategy)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   searcher = searcher_lib.Searcher(space, method, config, strategy, data.image_shape)
@@ -107,12 +107,14 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   checkpoints = checkpointing.Checkpointer(
       searcher.checkpoint, os.path.join(model_dir, "checkpoints"), searcher.global_step,
       config.max_checkpoints, config.checkpoint_every_steps, config.checkpoint_every_secs,
-      variables=searcher.model.weights, stop_request=stop_request)
+      variables=searcher.model.weights, stop_request=stop_request,
+      workers=distribute.workers(strategy))
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s at step %d", restored, int(searcher.global_step.numpy()))
   start_step = int(searcher.global_step.numpy())
-  task = _SearchTask(searcher, model_dir)
+  loop_lib.check_restored(strategy, start_step)
+  task = _SearchTask(searcher, model_dir, distribute.is_chief(strategy))
   loop = loop_lib.Loop(
       model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
       global_step=searcher.global_step, epoch=searcher.epoch, sums=searcher.epoch_totals,
@@ -139,8 +141,7 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   if loop.chief:
     task.write_files(genotype)
   files = {**task.files(),
-           "checkpoints": os.path.dirname(checkpoints.manager.latest_checkpoint or
-                                          model_dir + "/"),
+           "checkpoints": checkpoints.directory,
            "tensorboard": model_dir}
   undecided = None
   if method.relaxation == "sigmoid":
@@ -163,11 +164,10 @@ class _SearchTask:
 
   keys = searcher_lib.Searcher.STEP_OUTPUTS
 
-  def __init__(self, searcher, model_dir):
+  def __init__(self, searcher, model_dir, chief):
     self.searcher, self.model_dir = searcher, model_dir
     self.iterator = None
-    self.writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
-                    for name in ("train", "validation")}
+    self.writers = loop_lib.summary_writers(model_dir, chief)
     self.arch_summaries = summaries.ArchSummaries(model_dir, searcher.space,
                                                   searcher.method.relaxation)
     self.genotype = None

@@ -76,8 +76,11 @@ class TrainConfig:
                                         self.epochs)
 
 
-def _evaluate(eval_step, strategy, data, batch_size):
-  """Test loss and accuracy in inference mode over the whole split."""
+def _evaluate(eval_step, strategy, data, batch_size, copy_statistics):
+  """Test loss and accuracy in inference mode over the whole split, of the network that a
+  checkpoint keeps (`copy_statistics`: distribute.first_replica_copier's, or None)."""
+  if copy_statistics is not None:
+    copy_statistics()
   total_loss = total_correct = 0.0
   dataset = pipeline.evaluation_batches(data.test, data.mean, data.std, batch_size)
   for x, y in distribute.input_iterator(dataset, strategy):
@@ -105,14 +108,14 @@ def train(spec, config, data_config, model_dir, strategy=None, data=None,
   `stop_request` and `progress` as in search.run.search; model_dir is locked for the run
   (files.model_dir_lock): a second run on it is refused.
   """
-  with files.model_dir_lock(model_dir):
+  strategy = strategy or tf.distribute.get_strategy()
+  with loop_lib.model_dir_lock(model_dir, strategy):
     return _train(spec, config, data_config, model_dir, strategy, data, stop_at_step,
                   stop_request, progress)
 
 
 def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, stop_request,
            progress):
-  strategy = strategy or tf.distribute.get_strategy()
   data = data or sources.load_search_data(data_config)
   if spec.num_classes != data.num_classes:
     raise UserInputError(f"the network has {spec.num_classes} classes; {data.name} has "
@@ -138,7 +141,7 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
   with strategy.scope():
     network = spec.build()
     network.check_image_size(*data.image_shape[:2])
-    files.prepare_model_dir(model_dir, params, _RESUMABLE, "training")
+    loop_lib.prepare_model_dir(model_dir, params, _RESUMABLE, "training", strategy)
     network(tf.zeros([1, *data.image_shape]))
     variables = network.trainable_variables
     optimizer = optimizers.TorchSGD(config.learning_rate, config.momentum)
@@ -156,10 +159,11 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
   checkpoints = checkpointing.Checkpointer(
       checkpoint, os.path.join(model_dir, "checkpoints"), global_step, config.max_checkpoints,
       config.checkpoint_every_steps, config.checkpoint_every_secs, variables=network.weights,
-      stop_request=stop_request)
+      stop_request=stop_request, workers=distribute.workers(strategy))
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s", restored)
+  loop_lib.check_restored(strategy, int(global_step.numpy()))
   counts = spec.param_counts(network)
   logging.info("Training %s: %d params (%s), %d epochs x %d steps",
                json.dumps(params["genotype"]), counts["params"],
@@ -184,11 +188,13 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
     updates.sgd_update(optimizer, loss, tape, variables, config.grad_clip, config.weight_decay)
     return tf.reduce_sum(ce), updates.correct(y, logits)
 
-  # Traced once for full batches and once for the short last one.
-  @tf.function(reduce_retracing=True)
+  @tf.function
   def eval_step(x, y):
     logits = network(x, training=False)
-    return tf.reduce_sum(loss_fn(y, logits)), updates.correct(y, logits)
+    real = tf.not_equal(y, pipeline.PADDING_LABEL)  # the last batch is filled up
+    losses = loss_fn(tf.where(real, y, tf.zeros_like(y)), logits)
+    # A filled-up example's label matches no prediction: updates.correct leaves it out.
+    return tf.reduce_sum(tf.where(real, losses, 0.0)), updates.correct(y, logits)
 
   @tf.function
   def train_step(iterator):
@@ -197,6 +203,8 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
     return {"loss_sum": strategy.reduce("SUM", loss, axis=None),
             "correct": strategy.reduce("SUM", right, axis=None)}
 
+  copy_statistics = distribute.first_replica_copier(
+      strategy, [v for v in network.non_trainable_variables if "float" in v.dtype])
   start_step = int(global_step.numpy())
   dataset = pipeline.batches(data.train, data.mean, data.std,
                              global_batch_size=config.batch_size, seed=config.seed, stream=0,
@@ -211,7 +219,9 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
       raise UserInputError(f"{eval_path}: 'history' must be a JSON object")
   task = _TrainTask(config, model_dir, network, optimizer, global_step, history, counts, spec,
                     lambda: train_step(iterator),
-                    lambda: _evaluate(eval_step, strategy, data, config.batch_size))
+                    lambda: _evaluate(eval_step, strategy, data, config.batch_size,
+                                      copy_statistics),
+                    distribute.is_chief(strategy))
   loop = loop_lib.Loop(
       model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
       global_step=global_step, epoch=epoch_var, sums=epoch_sums, checkpointer=checkpoints,
@@ -244,14 +254,13 @@ class _TrainTask:
   keys = ("loss_sum", "correct")
 
   def __init__(self, config, model_dir, network, optimizer, global_step, history, counts,
-               spec, step, evaluate):
+               spec, step, evaluate, chief):
     self.config, self.model_dir, self.network, self.optimizer = (config, model_dir, network,
                                                                  optimizer)
     self.global_step, self.history, self.counts, self.spec = (global_step, history, counts,
                                                               spec)
     self.step, self.evaluate = step, evaluate
-    self.writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
-                    for name in ("train", "validation")}
+    self.writers = loop_lib.summary_writers(model_dir, chief)
     self.epoch_figures, self.rate = None, None
 
   def begin_epoch(self, epoch):
