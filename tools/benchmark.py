@@ -28,7 +28,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch.", lower_boun
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 32, "Image height and width.", lower_bound=1)
 _TIMED_STEPS = flags.DEFINE_integer("timed_steps", 5, "Search steps timed after the first one.",
                                     lower_bound=1)
-_DISTRIBUTION = flags_common.distribution(["auto", "mirrored", "one_device", "cpu"])
+_DISTRIBUTION = flags_common.distribution(["auto", "mirrored", "one_device", "cpu",
+                                           "multi_worker"])
 _STEP = flags_common.search_step()
 
 flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
@@ -40,6 +41,8 @@ def main(argv):
   from tfnas.runtime import distribute
   distribute.configure_cpu_devices(_DISTRIBUTION.cpu_devices.value)
   distribute.configure_graph_optimizer(_DISTRIBUTION.graph_optimizer.value)
+  # Before any TensorFlow op: a multi-worker strategy sets up the collectives.
+  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value)
   from tfnas import spaces
   from tfnas.methods import presets
   from tfnas.search import benchmark
@@ -51,7 +54,6 @@ def main(argv):
   precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
                                  jit_compile=jit_compile, unrolled=_STEP.unrolled.value)
-  strategy = distribute.get_strategy(_DISTRIBUTION.strategy.value)
   result = benchmark.benchmark_search_step(space, presets.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,

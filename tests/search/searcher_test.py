@@ -259,11 +259,12 @@ def test_two_replicas_match_one_replica_on_the_same_global_batch(tmp_path, space
     assert [s for s, _ in values] == [1, 2], tag
     np.testing.assert_allclose([v for _, v in values], [v for _, v in logged_two[tag]],
                                rtol=1e-4, atol=1e-6, err_msg=tag)
-  # Without synchronized batch norm the replicas normalize with half-batch
-  # statistics, and the result is measurably different.
-  unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False,
-                                  space=space, unrolled=unrolled)
-  assert max(np.max(np.abs(one[k] - unsynced[k])) for k in one) > 1e-4
+  if space is SMALL_SPACE and not unrolled:
+    # Without synchronized batch norm the replicas normalize with half-batch statistics,
+    # and the result is measurably different (once: the batch norm is the same in all).
+    unsynced, _ = _search_two_steps(_two_cpus(), tmp_path / "unsynced", synchronized_bn=False,
+                                    space=space, unrolled=unrolled)
+    assert max(np.max(np.abs(one[k] - unsynced[k])) for k in one) > 1e-4
 
 
 def _checkpoint_values(model_dir):

@@ -120,29 +120,6 @@ def _checkpoint_steps(model_dir):
                 for p in (pathlib.Path(model_dir) / "checkpoints").glob("ckpt-*.index"))
 
 
-def _assert_same_search(model_dir, reference):
-  np.testing.assert_allclose(_alphas(model_dir), _alphas(reference), rtol=0, atol=1e-6)
-  assert _genotype(model_dir) == _genotype(reference)
-
-
-def test_two_workers_search_as_one_process_with_two_devices(cluster, reference_search,
-                                                            tmp_path):
-  model_dir = tmp_path / "run"
-  run = cluster("search.py", SEARCH, model_dir, tmp_path / "logs")
-  assert run.wait() == [0, 0], run.stderr(0)[-2000:] + run.stderr(1)[-2000:]
-  _assert_same_search(model_dir, reference_search)
-  params = json.loads((model_dir / "params.json").read_text())
-  assert params["derived"]["num_replicas"] == 2
-  # The chief alone wrote the run's files: one events file per TensorBoard run, no scratch
-  # checkpoint folder of the other worker left behind.
-  assert len(list((model_dir / "train").glob("events.*"))) == 1
-  assert not list(model_dir.rglob("workertemp*"))
-  assert _checkpoint_steps(model_dir) == _checkpoint_steps(reference_search)
-  # Both workers end with the same genotype, which the chief wrote.
-  outputs = [(tmp_path / "logs" / f"out{i}").read_text().splitlines()[0] for i in (0, 1)]
-  assert [json.loads(line) for line in outputs] == [_genotype(model_dir)] * 2
-
-
 def test_a_worker_started_with_other_flags_is_refused(cluster, tmp_path):
   model_dir = tmp_path / "run"
   run = cluster("search.py", SEARCH, model_dir, tmp_path / "logs",
@@ -166,9 +143,10 @@ def _wait_for_checkpoint(model_dir, after_step, procs, timeout=300):
   raise AssertionError(f"no checkpoint after step {after_step} in {timeout} s")
 
 
-def test_stopped_and_killed_workers_resume_to_the_uninterrupted_result(cluster,
-                                                                       reference_search,
-                                                                       tmp_path):
+def test_two_workers_stopped_killed_and_resumed_end_as_one_process_with_two_devices(
+    cluster, reference_search, tmp_path):
+  # (Each start of the cluster traces the step again: one search covers the stop, the lost
+  # worker and the resume, and ends where the uninterrupted one-process search ends.)
   model_dir = tmp_path / "run"
   # SIGTERM on the chief: both workers stop after the same step, with its checkpoint.
   run = cluster("search.py", SEARCH, model_dir, tmp_path / "logs1")
@@ -194,11 +172,22 @@ def test_stopped_and_killed_workers_resume_to_the_uninterrupted_result(cluster,
                               "checkpoint"), run.stderr(0)[-2000:]
   assert "Traceback" not in run.stderr(0)
 
-  # Both again: they resume from the last checkpoint to the uninterrupted run's end.
-  run = cluster("search.py", SEARCH, model_dir, tmp_path / "logs3")
+  # Both again: they resume from the last checkpoint to the one-process run's end.
+  logs = tmp_path / "logs3"
+  run = cluster("search.py", SEARCH, model_dir, logs)
   assert run.wait() == [0, 0], run.stderr(0)[-2000:] + run.stderr(1)[-2000:]
   assert "Resuming from" in run.stderr(1)
-  _assert_same_search(model_dir, reference_search)
+  np.testing.assert_allclose(_alphas(model_dir), _alphas(reference_search), rtol=0, atol=1e-6)
+  assert _genotype(model_dir) == _genotype(reference_search)
+  # Both workers end with the genotype that the chief wrote.
+  outputs = [(logs / f"out{i}").read_text().splitlines()[0] for i in (0, 1)]
+  assert [json.loads(line) for line in outputs] == [_genotype(model_dir)] * 2
+  params = json.loads((model_dir / "params.json").read_text())
+  assert params["derived"]["num_replicas"] == 2
+  # The chief alone wrote the run's files: one events file per TensorBoard run and start of
+  # the cluster, no scratch checkpoint folder of the other worker left behind.
+  assert len(list((model_dir / "train").glob("events.*"))) == 3
+  assert not list(model_dir.rglob("workertemp*"))
 
 
 def test_two_workers_train_as_one_process_with_two_devices(cluster, tmp_path):
