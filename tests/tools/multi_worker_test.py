@@ -8,6 +8,7 @@ other stop with one line; and restarting both resumes to the uninterrupted resul
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -22,13 +23,13 @@ from tests.tools import stop_anywhere
 pytestmark = pytest.mark.slow  # real worker processes, each tracing its own step
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# The tiny search of faults_test.py on half its data: 10 steps an epoch, a checkpoint every
-# 2 steps.
-SEARCH = [*stop_anywhere.TINY_SEARCH, "--train_split=train[:160]", "--val_split=train[160:320]",
-          "--epochs=2"]
+# The tiny search of faults_test.py in one cell (a reduction cell) and on half its data:
+# 10 steps an epoch, a checkpoint every 2 steps.
+SEARCH = [*stop_anywhere.TINY_SEARCH, "--layers=1", "--train_split=train[:160]",
+          "--val_split=train[160:320]", "--epochs=2"]
 # 97 test images: the last evaluation batch of 16 has one, which the second replica lacks.
 TRAIN = ["--genotype=DARTS_V2", "--dataset=digits", "--train_split=train[:160]",
-         "--test_split=train[1700:]", "--init_channels=4", "--layers=3", "--epochs=1",
+         "--test_split=train[1700:]", "--init_channels=4", "--layers=1", "--epochs=1",
          "--batch_size=16", "--auxiliary_weight=0", "--seed=5", "--deterministic",
          "--log_every_steps=5"]
 # A worker must see the other's end within this (TensorFlow's heartbeats, then one line).
@@ -167,9 +168,11 @@ def test_two_workers_stopped_killed_and_resumed_end_as_one_process_with_two_devi
   killed = time.monotonic()
   assert run.procs[0].wait(timeout=LOST_WORKER_SECONDS) == 1
   assert time.monotonic() - killed < LOST_WORKER_SECONDS
-  assert run.last_line(0) == ("error: lost contact with worker 1 (it stopped or its machine "
-                              "did): start every worker again to resume from the last "
-                              "checkpoint"), run.stderr(0)[-2000:]
+  # The worker is named when TensorFlow's heartbeats found it gone, not when a broken
+  # connection failed the step first.
+  assert re.fullmatch(r"error: lost contact with (worker 1|another worker) \(it stopped or its "
+                      r"machine did\): start every worker again to resume from the last "
+                      r"checkpoint", run.last_line(0)), run.stderr(0)[-2000:]
   assert "Traceback" not in run.stderr(0)
 
   # Both again: they resume from the last checkpoint to the one-process run's end.
