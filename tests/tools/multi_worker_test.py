@@ -163,7 +163,7 @@ def test_two_workers_stopped_killed_and_resumed_end_as_one_process_with_two_devi
 
   # Both again; then worker 1 killed: worker 0 stops with one line, in bounded time.
   run = cluster("search.py", SEARCH, model_dir, tmp_path / "logs2")
-  _wait_for_checkpoint(model_dir, step + 4, run.procs)
+  _wait_for_checkpoint(model_dir, step + 2, run.procs)
   run.procs[1].kill()
   killed = time.monotonic()
   assert run.procs[0].wait(timeout=LOST_WORKER_SECONDS) == 1
