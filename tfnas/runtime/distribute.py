@@ -316,7 +316,10 @@ class Workers:
     self.strategy = strategy
     resolver = strategy.cluster_resolver
     self.task = f"{resolver.task_type} {resolver.task_id}"
-    self.count = strategy.extended._num_workers  # pylint: disable=protected-access
+    # The workers in the order of the collectives (the chief first, where there is one).
+    cluster = resolver.cluster_spec().as_dict()
+    self.names = [f"{job} {i}" for job in ("chief", "worker")
+                  for i in range(len(cluster.get(job, [])))]
     self.chief = is_chief(strategy)
     self.scratch_name = f"workertemp_{resolver.task_type}_{resolver.task_id}"
 
@@ -339,8 +342,8 @@ class Workers:
     for k, name in enumerate(names):
       differ = [i for i, row in enumerate(rows) if row[k] != rows[0][k]]
       if differ:
-        raise UserInputError(f"worker {differ[0]} differs from worker 0 in {name} (this is "
-                             f"{self.task}): {hint}")
+        raise UserInputError(f"{self.names[differ[0]]} differs from {self.names[0]} in {name} "
+                             f"(this is {self.task}): {hint}")
 
   def any(self, flags):
     """Each of `flags` (ints) as the first worker that set it (non-zero) has it; else 0."""

@@ -83,7 +83,7 @@ def model_dir_lock(model_dir):
   (pid, host, start time, command) for the message a second process gets. The
   operating system drops the lock when its process ends, even by SIGKILL, so a
   killed run never blocks its own resume. Creates model_dir. (In a multi-worker
-  run only the chief, which writes model_dir, would take it.)
+  run only the chief, which writes model_dir, takes it: loop.model_dir_lock.)
   """
   try:
     os.makedirs(model_dir, exist_ok=True)

@@ -219,11 +219,11 @@ class Loop:
     return sums
 
   def _step(self, task):
-    if not self.multi_worker:
-      return {k: float(v) for k, v in task.step().items()}
     try:
       return {k: float(v) for k, v in task.step().items()}
     except distribute.COLLECTIVE_FAILURES as e:
+      if not self.multi_worker:
+        raise
       raise distribute.WorkerLost(distribute.lost_line(e)) from None
 
   def _flush(self, task):
