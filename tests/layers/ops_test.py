@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfnas.layers import ops
 from tfnas.methods import presets
+from tfnas.runtime import distribute
 from tfnas.runtime.errors import UserInputError
 from tfnas.spaces.darts_cell import genotype
 from tfnas.spaces.darts_cell import space as cell_space
@@ -314,6 +315,53 @@ def test_batch_norm_extra_scale_multiplies_the_output(affine):
     # d sum(y) / d scale = sum over pixels of the unscaled output.
     np.testing.assert_allclose(tape.gradient(y, scale),
                                np.sum(want / scale, axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+
+
+def _batch_norm_step(strategy, synchronized, x, w, scale):
+  """y and the gradients of sum(w * y^2) (for x, gamma, beta and the extra scale if one is
+  given), and the running statistics, of an affine BN in training on x (split over the
+  strategy's replicas)."""
+  with strategy.scope():
+    bn = ops.BatchNorm(affine=True, synchronized=synchronized)
+    bn(tf.zeros([1, *x.shape[1:]]))
+    bn.gamma.assign(np.linspace(0.5, 2.0, C, dtype=np.float32))
+    bn.beta.assign(np.linspace(-1.0, 1.0, C, dtype=np.float32))
+
+  def step(x, w):
+    extra = [] if scale is None else [tf.constant(scale)]
+    with tf.GradientTape() as tape:
+      tape.watch([x, *extra])
+      y = bn(x, training=True, scale=extra[0] if extra else None)
+      loss = tf.reduce_sum(w * y * y)
+    return (y, *tape.gradient(loss, [x, bn.gamma, bn.beta, *extra]))
+
+  n = strategy.num_replicas_in_sync
+  share = len(x) // n
+  inputs = strategy.experimental_distribute_values_from_function(
+      lambda ctx: (x[ctx.replica_id_in_sync_group * share:][:share],
+                   w[ctx.replica_id_in_sync_group * share:][:share]))
+  out = tf.function(lambda xw: strategy.run(step, args=xw))(inputs)
+  local = [[t.numpy() for t in strategy.experimental_local_results(o)] for o in out]
+  # Per example (y, dx): the replicas' shares in order; per channel: summed over them.
+  got = [np.concatenate(o) for o in local[:2]] + [sum(o) for o in local[2:]]
+  stats = [strategy.experimental_local_results(v.value)[0].numpy()
+           for v in (bn.moving_mean, bn.moving_variance)]
+  return got, stats
+
+
+@pytest.mark.parametrize("scale", [None, _rand([C], seed=19)], ids=["gamma", "edge_scale"])
+def test_synchronized_batch_norm_on_two_replicas_equals_one_replica_on_the_batch(scale):
+  # The statistics and their gradient cover the global batch: the outputs, the gradients
+  # of x, gamma, beta and the folded-in scale, and the running statistics.
+  x = _rand([8, 3, 3, C], seed=17, scale=3.0, loc=2.0)
+  w = _rand([8, 3, 3, C], seed=18)
+  one = _batch_norm_step(tf.distribute.OneDeviceStrategy("CPU:0"), False, x, w, scale)
+  two = _batch_norm_step(distribute.get_strategy("cpu"), True, x, w, scale)
+  assert len(one[0]) == len(two[0]) == (4 if scale is None else 5)
+  for name, a, b in zip(["y", "dx", "dgamma", "dbeta", "dscale"], one[0], two[0]):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, err_msg=name)
+  for a, b in zip(one[1], two[1]):
+    np.testing.assert_allclose(b, a, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------

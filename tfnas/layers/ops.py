@@ -19,6 +19,8 @@ import math
 import keras
 import numpy as np
 import tensorflow as tf
+# What the synchronized batch norm records its gradient with.
+from tensorflow.python.eager import record
 
 from tfnas.layers.op_table import CONV_OPS, OP_NAMES, POOL_OPS  # noqa: F401 (the op table)
 from tfnas.runtime import distribute
@@ -209,11 +211,53 @@ class BatchNorm(keras.layers.Layer):
       return self.gamma, self.beta
     return tf.ones([c], dtype), tf.zeros([c], dtype)
 
-  def _update_moving(self, mean, unbiased_var):
-    m = self.momentum
-    self.moving_mean.assign(self.moving_mean * (1.0 - m) + tf.stop_gradient(mean) * m)
-    self.moving_variance.assign(
-        self.moving_variance * (1.0 - m) + tf.stop_gradient(unbiased_var) * m)
+  def _synchronized(self, x, scale, offset):
+    """Training on the global batch's statistics (summed over the replicas).
+
+    One fused op forward and one backward, and the gradient through the statistics
+    written out (PyTorch's SyncBatchNorm has the same closed form): the tape's gradient
+    of the statistics' formula took about a hundred ops per batch norm, and the graph
+    of a 2-replica search step had 4.8 times the ops of a 1-replica one (now 3.3).
+    """
+    c = x.shape[-1]
+    scale, offset = tf.convert_to_tensor(scale), tf.convert_to_tensor(offset)  # read on the tape
+    with record.stop_recording():
+      x32 = tf.cast(x, tf.float32)
+      pixels = x.shape[:-1].num_elements()
+      count = (tf.constant([pixels], tf.float32) if pixels is not None else
+               tf.cast(tf.reduce_prod(tf.shape(x)[:-1], keepdims=True), tf.float32))
+      [sums] = distribute.sum_over_replicas([tf.concat(
+          [tf.reduce_sum(x32, [0, 1, 2]), tf.reduce_sum(tf.square(x32), [0, 1, 2]), count], 0)])
+      total, total_sq, count = tf.split(sums, [c, c, 1])
+      mean = total / count
+      var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
+      m = self.momentum  # PyTorch's running statistics: the unbiased variance
+      self.moving_mean.assign(self.moving_mean.value * (1.0 - m) + mean * m)
+      self.moving_variance.assign(self.moving_variance.value * (1.0 - m) +
+                                  var * (count / tf.maximum(count - 1.0, 1.0) * m))
+      y, _, _, _, _, reserve = tf.raw_ops.FusedBatchNormV3(
+          x=x, scale=scale, offset=offset, mean=mean, variance=var, epsilon=self.epsilon,
+          is_training=False)
+
+    def grad(dy):
+      # With the statistics held fixed: dx = dy * scale * r, and this replica's sums of
+      # dy * x_hat and of dy (x_hat = (x - mean) * r, r = 1 / sqrt(var + eps)).
+      dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+          y_backprop=dy, x=x, scale=scale, reserve_space_1=mean, reserve_space_2=var,
+          reserve_space_3=reserve, epsilon=self.epsilon, is_training=False)
+      [sums] = distribute.sum_over_replicas([tf.concat([dscale, doffset], 0)])
+      sum_dy_x_hat, sum_dy = tf.split(sums, 2)
+      # Through the statistics: -scale * r / count * (sum dy + x_hat * sum dy * x_hat),
+      # written as x * a + b per channel.
+      r = tf.math.rsqrt(var + self.epsilon)
+      k = scale * r / count
+      a = k * r * sum_dy_x_hat
+      b = a * mean - k * sum_dy
+      dx = tf.cast(dx, tf.float32) - tf.cast(x, tf.float32) * a + b
+      return tf.cast(dx, x.dtype), dscale, doffset
+
+    record.record_operation("SynchronizedBatchNorm", [y], [x, scale, offset], grad)
+    return y
 
   def call(self, x, training=False, scale=None):
     """`scale`: an extra per-channel factor on the output (the search cell folds each
@@ -229,16 +273,7 @@ class BatchNorm(keras.layers.Layer):
         offset = tf.zeros([c], tf.float32)
     ctx = tf.distribute.get_replica_context()
     if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
-      # Statistics of the global batch: all-reduce the sums over the replicas.
-      x32 = tf.cast(x, tf.float32)
-      count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-      total, total_sq, count = distribute.sum_over_replicas(
-          [tf.reduce_sum(x32, [0, 1, 2]), tf.reduce_sum(tf.square(x32), [0, 1, 2]), count],
-          differentiable=True)
-      mean = total / count
-      var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
-      self._update_moving(mean, var * count / tf.maximum(count - 1.0, 1.0))
-      return tf.cast((x32 - mean) * tf.math.rsqrt(var + self.epsilon) * scale + offset, x.dtype)
+      return self._synchronized(x, scale, offset)
     if training:
       # One fused op (and one for its gradient) instead of about forty: the
       # search graph has hundreds of BNs. It normalizes with the biased batch
