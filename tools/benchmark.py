@@ -53,7 +53,8 @@ def main(argv):
   space.check_image_size(_IMAGE_SIZE.value, _IMAGE_SIZE.value)
   precision, jit_compile = _STEP.precision.value, _STEP.jit_compile.value
   config = searcher.SearchConfig(epochs=1, batch_size=_BATCH_SIZE.value, precision=precision,
-                                 jit_compile=jit_compile, unrolled=_STEP.unrolled.value)
+                                 jit_compile=jit_compile, unrolled=_STEP.unrolled.value,
+                                 synchronized_bn=_STEP.synchronized_bn.value)
   result = benchmark.benchmark_search_step(space, presets.get_method(_METHOD.value), config,
                                            _IMAGE_SIZE.value, _TIMED_STEPS.value, strategy)
   print(json.dumps({"impl": "tfnas", "method": _METHOD.value,
@@ -62,6 +63,7 @@ def main(argv):
                     "batch_size": _BATCH_SIZE.value, "image_size": _IMAGE_SIZE.value,
                     "precision": precision, "jit_compile": jit_compile,
                     "unrolled": _STEP.unrolled.value,
+                    "synchronized_bn": _STEP.synchronized_bn.value,
                     **result}))
 
 

@@ -38,7 +38,7 @@ def distribution(strategies=STRATEGIES):
 
 
 def search_step():
-  """--unrolled, --precision and --jit_compile: how the step is computed."""
+  """--unrolled, --precision, --jit_compile and --synchronized_bn: how the step is computed."""
   return types.SimpleNamespace(
       unrolled=flags.DEFINE_boolean(
           "unrolled", False, "DARTS' second-order architecture gradient (the original's "
@@ -48,7 +48,9 @@ def search_step():
           "mixed_*: that compute dtype, float32 variables and loss (for GPUs and TPUs; no "
           "faster on CPUs); float16 with dynamic loss scaling."),
       jit_compile=flags.DEFINE_boolean(
-          "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs)."))
+          "jit_compile", False, "Compile the step with XLA (one replica only; slower on CPUs)."),
+      synchronized_bn=flags.DEFINE_boolean(
+          "synchronized_bn", None, "Batch statistics over all replicas (default: on with >1)."))
 
 
 def seed(default):

@@ -81,8 +81,6 @@ _RANDOM = flags_common.seed(2)
 _MODEL_DIR = flags_common.model_dir()
 _DISTRIBUTION = flags_common.distribution()
 _STEP = flags_common.search_step()
-_SYNC_BN = flags.DEFINE_boolean("synchronized_bn", None,
-                                "Batch statistics over all replicas (default: on with >1).")
 _PROGRESS = flags_common.progress(50)
 
 flags.adopt_module_key_flags(flags_common)  # --help lists them with the rest
@@ -100,7 +98,7 @@ FLAG_GROUPS = {
                      _ARCH_WEIGHT_DECAY, _STEP.unrolled, _RANDOM.seed,
                      _RANDOM.deterministic],
     "runtime": [_MODEL_DIR, _DISTRIBUTION.strategy, _DISTRIBUTION.cpu_devices, _DISTRIBUTION.tpu,
-                _SYNC_BN, _PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
+                _STEP.synchronized_bn, _PROGRESS.log_every_steps, _PROGRESS.checkpoint_every_steps,
                 _PROGRESS.checkpoint_every_secs, _DISTRIBUTION.graph_optimizer, _STEP.precision,
                 _STEP.jit_compile],
 }
@@ -153,7 +151,7 @@ def main(argv):
       arch_learning_rate=_ARCH_LEARNING_RATE.value, arch_beta1=_ARCH_BETA1.value,
       arch_beta2=_ARCH_BETA2.value, arch_weight_decay=_ARCH_WEIGHT_DECAY.value,
       seed=_RANDOM.seed.value, deterministic=_RANDOM.deterministic.value,
-      synchronized_bn=_SYNC_BN.value, log_every_steps=_PROGRESS.log_every_steps.value,
+      synchronized_bn=_STEP.synchronized_bn.value, log_every_steps=_PROGRESS.log_every_steps.value,
       checkpoint_every_steps=_PROGRESS.checkpoint_every_steps.value,
       checkpoint_every_secs=_PROGRESS.checkpoint_every_secs.value,
       precision=_STEP.precision.value, jit_compile=_STEP.jit_compile.value,
