@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tfnas.runtime import checkpointing
+from tfnas.runtime import distribute
 from tfnas.runtime import stopping
 from tfnas.runtime.errors import RunError
+from tfnas.runtime.errors import UserInputError
 
 
 class _Run:
@@ -134,6 +136,33 @@ def test_a_garbled_state_file_still_finds_the_newest_checkpoint(tmp_path):
   fresh = _Run(tmp_path)
   assert fresh.checkpointer.restore().endswith("ckpt-3")
   np.testing.assert_array_equal(fresh.weight.numpy(), [3.0, 3.0])
+
+
+class _ChiefWithAnotherWorker(distribute.Workers):
+  """The chief of two workers; the other worker's digests are those of `other_values`
+  (no cluster: gather answers for both)."""
+
+  def __init__(self, other_values):  # pylint: disable=super-init-not-called
+    self.names, self.task, self.chief = ["worker 0", "worker 1"], "worker 0", True
+    self.other_values = other_values
+
+  def gather(self, values):
+    return [values, [distribute._digest(v) for _, v in sorted(self.other_values.items())]]
+
+
+@pytest.mark.parametrize("other_step, refused", [(3, False), (0, True)])
+def test_workers_that_restored_other_steps_are_refused(tmp_path, other_step, refused):
+  # A worker whose model_dir is not the chief's folder restores nothing (step 0).
+  _three_checkpoints(tmp_path)
+  other = {"the step it resumes from": other_step}
+  fresh = _Run(tmp_path, workers=_ChiefWithAnotherWorker(other))
+  if not refused:
+    assert fresh.checkpointer.restore().endswith("ckpt-3")
+    return
+  with pytest.raises(UserInputError, match=r"^worker 1 differs from worker 0 in the step it "
+                     r"resumes from \(this is worker 0\): every worker's --model_dir must be "
+                     r"the chief's folder"):
+    fresh.checkpointer.restore()
 
 
 def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):

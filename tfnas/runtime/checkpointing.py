@@ -111,7 +111,19 @@ class Checkpointer:
     return paths
 
   def restore(self):
-    """Restores the newest readable checkpoint; returns its path, or None if there is none."""
+    """Restores the newest readable checkpoint; returns its path, or None if there is none.
+
+    In a multi-worker run the workers then compare the steps they restored: workers whose
+    model_dir is not one shared folder are refused (UserInputError, on every worker).
+    """
+    path = self._restore_newest()
+    if self.workers is not None:
+      self.workers.check_same({"the step it resumes from": self._step()},
+                              "every worker's --model_dir must be the chief's folder (a shared "
+                              "file system)")
+    return path
+
+  def _restore_newest(self):
     if self.scratch is None:  # the chief's folder is the chief's to tidy
       self.remove_unfinished()
     candidates = self.candidates()

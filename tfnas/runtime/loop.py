@@ -63,16 +63,6 @@ def prepare_model_dir(model_dir, params, resumable, what, strategy):
     raise refused
 
 
-def check_restored(strategy, step):
-  """Refuses a multi-worker run whose workers restored different steps (a model_dir that
-  is not the same folder for all of them)."""
-  workers = distribute.workers(strategy)
-  if workers is not None:
-    workers.check_same({"the step it resumes from": step},
-                       "every worker's --model_dir must be the chief's folder (a shared file "
-                       "system)")
-
-
 def summary_writers(model_dir, chief):
   """The TensorBoard writers of model_dir's train/ and validation/ runs; on a worker that
   is not the chief, writers that write nothing."""

@@ -113,7 +113,6 @@ def _search(space, method, config, data_config, model_dir, strategy, data, stop_
   if restored:
     logging.info("Resuming from %s at step %d", restored, int(searcher.global_step.numpy()))
   start_step = int(searcher.global_step.numpy())
-  loop_lib.check_restored(strategy, start_step)
   task = _SearchTask(searcher, model_dir, distribute.is_chief(strategy))
   loop = loop_lib.Loop(
       model_dir=model_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch,

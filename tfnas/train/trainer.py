@@ -163,7 +163,6 @@ def _train(spec, config, data_config, model_dir, strategy, data, stop_at_step, s
   restored = checkpoints.restore()
   if restored:
     logging.info("Resuming from %s", restored)
-  loop_lib.check_restored(strategy, int(global_step.numpy()))
   counts = spec.param_counts(network)
   logging.info("Training %s: %d params (%s), %d epochs x %d steps",
                json.dumps(params["genotype"]), counts["params"],
