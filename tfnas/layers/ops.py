@@ -217,7 +217,7 @@ class BatchNorm(keras.layers.Layer):
     One fused op forward and one backward, and the gradient through the statistics
     written out (PyTorch's SyncBatchNorm has the same closed form): the tape's gradient
     of the statistics' formula took about a hundred ops per batch norm, and the graph
-    of a 2-replica search step had 4.8 times the ops of a 1-replica one (now 3.3).
+    of a 2-replica search step had 4.8 times the ops of a 1-replica one (now 3.2).
     """
     c = x.shape[-1]
     scale, offset = tf.convert_to_tensor(scale), tf.convert_to_tensor(offset)  # read on the tape
@@ -247,8 +247,8 @@ class BatchNorm(keras.layers.Layer):
           reserve_space_3=reserve, epsilon=self.epsilon, is_training=False)
       [sums] = distribute.sum_over_replicas([tf.concat([dscale, doffset], 0)])
       sum_dy_x_hat, sum_dy = tf.split(sums, 2)
-      # Through the statistics: -scale * r / count * (sum dy + x_hat * sum dy * x_hat),
-      # written as x * a + b per channel.
+      # What the statistics add: -scale * r / count * (sum dy + x_hat * sum dy * x_hat),
+      # which is b - x * a with a and b per channel.
       r = tf.math.rsqrt(var + self.epsilon)
       k = scale * r / count
       a = k * r * sum_dy_x_hat
