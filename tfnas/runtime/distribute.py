@@ -9,8 +9,6 @@ import shutil
 import signal
 
 import tensorflow as tf
-# What tf.custom_gradient records gradients with (see sum_over_replicas).
-from tensorflow.python.eager import record
 
 from tfnas.runtime.errors import RunError
 from tfnas.runtime.errors import UserInputError
@@ -187,15 +185,15 @@ def _merge_sum(strategy, *values):
                                            [(v, v) for v in values])
 
 
-def sum_over_replicas(values, differentiable=False):
+def sum_over_replicas(values):
   """The sums of a list of tensors over the replicas, on every replica (replica context).
 
-  `differentiable`: the gradient of each sum (the sum of its gradients over the
-  replicas) reaches the inputs. ReplicaContext.all_reduce wraps every call in
-  tf.custom_gradient, whose check for variables walks back from the result over
-  every replica's ops, once per call: with an all-reduce per synchronized batch
-  norm, a 2-replica search graph took minutes to build. Under MirroredStrategy the
-  sum here is one merge_call, and its gradient is recorded on the tape directly.
+  Under MirroredStrategy one merge_call for the list. Not differentiable: the
+  synchronized batch norm, which needs the gradient, writes its own (ops.BatchNorm).
+  ReplicaContext.all_reduce, which other strategies keep, wraps every call in
+  tf.custom_gradient, whose check for variables walks back from the result over every
+  replica's ops, once per call: with an all-reduce per batch norm, a 2-replica search
+  graph took minutes to build under MirroredStrategy.
   """
   values = list(values)
   ctx = tf.distribute.get_replica_context()
@@ -203,18 +201,7 @@ def sum_over_replicas(values, differentiable=False):
     return values
   if not isinstance(ctx.strategy, tf.distribute.MirroredStrategy):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
-  sums = list(ctx.merge_call(_merge_sum, args=values))
-  if not differentiable:
-    return sums
-  n = len(values)
-  outputs = tf.identity_n(sums + values)  # the sums, as the tape will see them
-
-  def grad(*output_grads):
-    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(output_grads[:n], values)]
-    return [None] * n + sum_over_replicas(grads)
-
-  record.record_operation("SumOverReplicas", outputs, sums + values, grad)
-  return outputs[:n]
+  return list(ctx.merge_call(_merge_sum, args=values))
 
 
 def first_replica_copier(strategy, variables):
