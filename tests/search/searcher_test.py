@@ -305,17 +305,25 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
   # Noise draws and skip drop-path masks must resume too.
   method = dataclasses.replace(presets.METHODS["noisy_darts"], skip_drop_prob=0.3)
   full_dir, resumed_dir = str(tmp_path / "full"), str(tmp_path / "resumed")
-  full = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, full_dir, _one_device(), DATA)
+
+  # A larger architecture step than the preset's, so that the alphas move well past their
+  # initial 1e-3 in the 6 steps (checked below).
+  config = dataclasses.replace(CONFIG, arch_learning_rate=3e-2)
+
+  def search(model_dir, **kwargs):
+    return search_run.search(SMALL_SPACE, method, config, DATA_CONFIG, model_dir, _one_device(),
+                             DATA, **kwargs)
+
+  full = search(full_dir)
   # Interrupted in the middle of the second epoch (3 steps per epoch).
-  assert search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA,
-                           stop_at_step=4) is None
+  assert search(resumed_dir, stop_at_step=4) is None
   assert tf.train.latest_checkpoint(os.path.join(resumed_dir, "checkpoints")).endswith("-4")
-  resumed = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  resumed = search(resumed_dir)
   # The resumed epoch's figures cover its steps before the interruption too.
   assert (resumed.train_accuracy, resumed.val_accuracy) == (full.train_accuracy,
                                                             full.val_accuracy)
   # Run again when finished: the last epoch's figures, not nan.
-  again = search_run.search(SPACE, method, CONFIG, DATA_CONFIG, resumed_dir, _one_device(), DATA)
+  again = search(resumed_dir)
   assert (again.train_accuracy, again.val_accuracy) == (full.train_accuracy, full.val_accuracy)
   a, b = _alphas(full_dir), _alphas(resumed_dir)
   np.testing.assert_allclose(a["normal"], b["normal"], rtol=0, atol=1e-7)
@@ -325,11 +333,11 @@ def test_resumed_search_equals_uninterrupted(tmp_path):
   a_ckpt, b_ckpt = _checkpoint_values(full_dir), _checkpoint_values(resumed_dir)
   assert a_ckpt.keys() == b_ckpt.keys()
   # Every batch norm's statistics are saved, the cells' too.
-  network = supernet.SearchNetwork(SPACE, method)
+  network = supernet.SearchNetwork(SMALL_SPACE, method)
   network(tf.zeros([1, 8, 8, 3]))
   batch_norms = [layer for layer in network._flatten_layers()  # pylint: disable=protected-access
                  if isinstance(layer, ops.BatchNorm)]
-  assert sum("moving_variance" in k for k in a_ckpt) == len(batch_norms) > 30
+  assert sum("moving_variance" in k for k in a_ckpt) == len(batch_norms) > 10
   for key in a_ckpt:
     np.testing.assert_allclose(a_ckpt[key], b_ckpt[key], rtol=1e-5, atol=1e-6, err_msg=key)
   # And the alphas did move during the search (the comparison is not vacuous).

@@ -23,9 +23,9 @@ from tests.tools import stop_anywhere
 pytestmark = pytest.mark.slow  # real worker processes, each tracing its own step
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# The tiny search of faults_test.py in one cell (a reduction cell) and on half its data:
-# 10 steps an epoch, a checkpoint every 2 steps.
-SEARCH = [*stop_anywhere.TINY_SEARCH, "--layers=1", "--train_split=train[:160]",
+# The tiny search of faults_test.py on half its data: 10 steps an epoch, a checkpoint every
+# 2 steps.
+SEARCH = [*stop_anywhere.TINY_SEARCH, "--train_split=train[:160]",
           "--val_split=train[160:320]", "--epochs=2"]
 # 97 test images: the last evaluation batch of 16 has one, which the second replica lacks.
 TRAIN = ["--genotype=DARTS_V2", "--dataset=digits", "--train_split=train[:160]",

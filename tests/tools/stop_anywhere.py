@@ -22,8 +22,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The tiny search of tests/faults_test.py: 20 steps an epoch, a checkpoint every 2 steps.
+# One cell (a reduction cell): each process traces its step, and the tests start many.
 TINY_SEARCH = ["--method=noisy_darts", "--primitives=skip_connect,sep_conv_3x3", "--steps=1",
-               "--layers=3", "--init_channels=4", "--batch_size=16",
+               "--layers=1", "--init_channels=4", "--batch_size=16",
                "--train_split=train[:320]", "--val_split=train[320:640]", "--seed=5",
                "--deterministic", "--checkpoint_every_steps=2", "--log_every_steps=5"]
 
