@@ -163,7 +163,7 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
   # The protocol's flags on digits: no test split (a held-out fifth instead), no room for
   # the auxiliary head.
   args = ["--flagfile=flags/train_cifar10.flags", "--genotype=DARTS_V2", "--dataset=digits",
-          "--init_channels=4", "--layers=3", "--epochs=1", "--batch_size=96", "--noauxiliary",
+          "--init_channels=4", "--layers=1", "--epochs=1", "--batch_size=96", "--noauxiliary",
           "--cutout=2", "--seed=3", f"--model_dir={tmp_path}"]
   result = _run_train(*args)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -187,7 +187,7 @@ def test_train_tool_end_to_end_on_digits(tmp_path):
   assert "error: genotype 'NoSuchCell' is neither a zoo name nor an existing file" in bad.stderr
   small = _run_train(*args[:-1], "--auxiliary", f"--model_dir={tmp_path}/small")
   assert small.returncode == 2 and "Traceback" not in small.stderr
-  assert ("too small for the auxiliary head: it needs at least 32x32; leave the head out with "
+  assert ("too small for the auxiliary head: it needs at least 16x16; leave the head out with "
           "--noauxiliary") in small.stderr
   same = _run_train(*args[:-1], "--test_split=train[:80%]", f"--model_dir={tmp_path}/same")
   assert same.returncode == 2 and "are the same images" in same.stderr
