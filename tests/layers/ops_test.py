@@ -364,6 +364,57 @@ def test_synchronized_batch_norm_on_two_replicas_equals_one_replica_on_the_batch
     np.testing.assert_allclose(b, a, rtol=1e-6)
 
 
+def _side_by_side_step(strategy, synchronized, x, w):
+  """The outputs of three ops run side by side (ops.call_side_by_side) in training on x
+  (split over the strategy's replicas), the gradients of sum(w * y^2) over them for x and
+  a kernel, and every batch norm's running statistics. Their batch norms: a separable
+  conv's two, a pool's and a dilated conv's with other channels."""
+  with strategy.scope():
+    layers = [ops.SepConv(C, 3, 1, 1, affine=False, synchronized=synchronized),
+              ops.Pool("avg", 1, ops.BatchNorm(False, synchronized)),
+              ops.DilConv(6, 3, 1, 2, 2, affine=False, synchronized=synchronized)]
+    for layer in layers:
+      layer(tf.zeros([1, *x.shape[1:]]))
+    for i, kernel in enumerate(v for layer in layers for v in layer.trainable_weights):
+      kernel.assign(_rand(kernel.shape, seed=40 + i))  # the same network on both
+  kernel = layers[0].block1.depthwise.kernel
+
+  def step(x, w):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      ys = ops.call_side_by_side([(layer, x, {}) for layer in layers], True, synchronized)
+      loss = sum(tf.reduce_sum(w[..., :y.shape[-1]] * y * y) for y in ys)
+    return (*ys, *tape.gradient(loss, [x, kernel]))
+
+  n = strategy.num_replicas_in_sync
+  share = len(x) // n
+  inputs = strategy.experimental_distribute_values_from_function(
+      lambda ctx: (x[ctx.replica_id_in_sync_group * share:][:share],
+                   w[ctx.replica_id_in_sync_group * share:][:share]))
+  out = tf.function(lambda xw: strategy.run(step, args=xw))(inputs)
+  local = [[t.numpy() for t in strategy.experimental_local_results(o)] for o in out]
+  got = [np.concatenate(o) for o in local[:4]] + [sum(local[4])]  # per example; summed
+  bns = [sub for layer in layers for sub in layer._flatten_layers()  # pylint: disable=protected-access
+         if isinstance(sub, ops.BatchNorm)]
+  stats = [strategy.experimental_local_results(v.value)[0].numpy()
+           for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+  return got, stats
+
+
+def test_batch_norms_side_by_side_on_two_replicas_equal_one_replica_on_the_batch():
+  # Normalized together (one sum over the replicas per depth for all of them), the ops
+  # give what each gives alone on the whole batch.
+  x = _rand([8, 4, 4, C], seed=31, scale=2.0, loc=1.0)
+  w = _rand([8, 4, 4, 6], seed=32)
+  one = _side_by_side_step(tf.distribute.OneDeviceStrategy("CPU:0"), False, x, w)
+  two = _side_by_side_step(distribute.get_strategy("cpu"), True, x, w)
+  assert len(one[1]) == len(two[1]) == 8  # four batch norms
+  for name, a, b in zip(["sep_conv", "pool", "dil_conv", "dx", "dkernel"], one[0], two[0]):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=name)
+  for a, b in zip(one[1], two[1]):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------
 # Recomputing the separable blocks in the backward pass.
 

@@ -15,6 +15,7 @@ Keras forces them, and are numerically neutral:
 import contextlib
 import functools
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -206,74 +207,25 @@ class BatchNorm(keras.layers.Layer):
     self.moving_mean = keras.Variable("zeros", name="moving_mean", **stat)
     self.moving_variance = keras.Variable("ones", name="moving_variance", **stat)
 
-  def _scale_offset(self, c, dtype):
+  def scale_offset(self, c, scale=None):
+    """The float32 scale and offset of the normalized output; `scale` is an extra
+    per-channel factor (see call)."""
+    if scale is None:
+      if self.affine:
+        return self.gamma, self.beta
+      return tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
+    scale = tf.cast(scale, tf.float32)  # a layer's call may have cast it to its compute dtype
     if self.affine:
-      return self.gamma, self.beta
-    return tf.ones([c], dtype), tf.zeros([c], dtype)
-
-  def _synchronized(self, x, scale, offset):
-    """Training on the global batch's statistics (summed over the replicas).
-
-    One fused op forward and one backward, and the gradient through the statistics
-    written out (PyTorch's SyncBatchNorm has the same closed form): the tape's gradient
-    of the statistics' formula took about a hundred ops per batch norm, and the graph
-    of a 2-replica search step had 4.8 times the ops of a 1-replica one (now 3.2).
-    """
-    c = x.shape[-1]
-    scale, offset = tf.convert_to_tensor(scale), tf.convert_to_tensor(offset)  # read on the tape
-    with record.stop_recording():
-      x32 = tf.cast(x, tf.float32)
-      pixels = x.shape[:-1].num_elements()
-      count = (tf.constant([pixels], tf.float32) if pixels is not None else
-               tf.cast(tf.reduce_prod(tf.shape(x)[:-1], keepdims=True), tf.float32))
-      [sums] = distribute.sum_over_replicas([tf.concat(
-          [tf.reduce_sum(x32, [0, 1, 2]), tf.reduce_sum(tf.square(x32), [0, 1, 2]), count], 0)])
-      total, total_sq, count = tf.split(sums, [c, c, 1])
-      mean = total / count
-      var = tf.maximum(total_sq / count - tf.square(mean), 0.0)
-      m = self.momentum  # PyTorch's running statistics: the unbiased variance
-      self.moving_mean.assign(self.moving_mean.value * (1.0 - m) + mean * m)
-      self.moving_variance.assign(self.moving_variance.value * (1.0 - m) +
-                                  var * (count / tf.maximum(count - 1.0, 1.0) * m))
-      y, _, _, _, _, reserve = tf.raw_ops.FusedBatchNormV3(
-          x=x, scale=scale, offset=offset, mean=mean, variance=var, epsilon=self.epsilon,
-          is_training=False)
-
-    def grad(dy):
-      # With the statistics held fixed: dx = dy * scale * r, and this replica's sums of
-      # dy * x_hat and of dy (x_hat = (x - mean) * r, r = 1 / sqrt(var + eps)).
-      dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-          y_backprop=dy, x=x, scale=scale, reserve_space_1=mean, reserve_space_2=var,
-          reserve_space_3=reserve, epsilon=self.epsilon, is_training=False)
-      [sums] = distribute.sum_over_replicas([tf.concat([dscale, doffset], 0)])
-      sum_dy_x_hat, sum_dy = tf.split(sums, 2)
-      # What the statistics add: -scale * r / count * (sum dy + x_hat * sum dy * x_hat),
-      # which is b - x * a with a and b per channel.
-      r = tf.math.rsqrt(var + self.epsilon)
-      k = scale * r / count
-      a = k * r * sum_dy_x_hat
-      b = a * mean - k * sum_dy
-      dx = tf.cast(dx, tf.float32) - tf.cast(x, tf.float32) * a + b
-      return tf.cast(dx, x.dtype), dscale, doffset
-
-    record.record_operation("SynchronizedBatchNorm", [y], [x, scale, offset], grad)
-    return y
+      return self.gamma * scale, self.beta * scale
+    return scale, tf.zeros([c], tf.float32)
 
   def call(self, x, training=False, scale=None):
     """`scale`: an extra per-channel factor on the output (the search cell folds each
     edge's architecture weight in here: no separate multiply, no saved output)."""
-    c = x.shape[-1]
-    if scale is None:
-      scale, offset = self._scale_offset(c, tf.float32)
-    else:
-      scale = tf.cast(scale, tf.float32)  # a layer's call may have cast it to its compute dtype
-      if self.affine:
-        scale, offset = self.gamma * scale, self.beta * scale
-      else:
-        offset = tf.zeros([c], tf.float32)
-    ctx = tf.distribute.get_replica_context()
-    if training and self.synchronized and ctx is not None and ctx.num_replicas_in_sync > 1:
-      return self._synchronized(x, scale, offset)
+    scale, offset = self.scale_offset(x.shape[-1], scale)
+    if training and self.synchronized and distribute.num_replicas() > 1:
+      [y] = _synchronized_batch_norms([self], [x], [scale], [offset])
+      return y
     if training:
       # One fused op (and one for its gradient) instead of about forty: the
       # search graph has hundreds of BNs. It normalizes with the biased batch
@@ -289,6 +241,156 @@ class BatchNorm(keras.layers.Layer):
     y = (tf.cast(x, tf.float32) - self.moving_mean) * tf.math.rsqrt(
         self.moving_variance + self.epsilon) * scale + offset
     return tf.cast(y, x.dtype)
+
+
+def _per_channel(bns, attribute):
+  """A batch norm setting (epsilon, momentum) of each of `bns` for each of its channels: a
+  float when they all have the same."""
+  values = [getattr(bn, attribute) for bn in bns]
+  if len(set(values)) == 1:
+    return values[0]
+  return np.concatenate([np.full([bn.moving_mean.shape[0]], v, np.float32)
+                         for bn, v in zip(bns, values)])
+
+
+def _synchronized_batch_norms(bns, xs, scales, offsets):
+  """Training batch norms on the global batch's statistics (summed over the replicas),
+  several at once: one sum over the replicas forward and one backward for all of them,
+  and their per-channel arithmetic on all their channels together.
+
+  Each is one fused op forward and one backward, and the gradient through the statistics
+  is written out (PyTorch's SyncBatchNorm has the same closed form): the tape's gradient
+  of the statistics' formula took about a hundred ops per batch norm. Normalizing the
+  batch norms of a cell's ops together (normalize_together) gives a 2-replica search step
+  about the graph of unsynchronized ones.
+  """
+  sizes = [x.shape[-1] for x in xs]
+  scales = [tf.convert_to_tensor(s) for s in scales]  # read on the tape
+  offsets = [tf.convert_to_tensor(o) for o in offsets]
+  epsilon, momentum = _per_channel(bns, "epsilon"), _per_channel(bns, "momentum")
+  with record.stop_recording():
+    # Each list argument would be a constant op of its own: these are made once.
+    axes, first, per_bn = tf.constant([0, 1, 2]), tf.constant(0), tf.constant(sizes)
+    x32 = [tf.cast(x, tf.float32) for x in xs]
+    pixels = [x.shape[:-1].num_elements() for x in xs]
+    if None in pixels:
+      counts = tf.concat([tf.fill([c], tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32))
+                          for x, c in zip(xs, sizes)], first)
+    else:
+      counts = tf.constant(np.repeat(np.float32(pixels), sizes))
+    # [sum x | sum x^2 | count] per channel, over the replicas.
+    [sums] = distribute.sum_over_replicas([tf.concat(
+        [tf.reduce_sum(x, axes) for x in x32] + [tf.reduce_sum(tf.square(x), axes)
+                                                 for x in x32] + [counts], first)])
+    total, total_sq, count = tf.split(sums, 3, first)
+    mean = total / count
+    var = tf.nn.relu(total_sq / count - tf.square(mean))
+    # PyTorch's running statistics: momentum m, the unbiased variance.
+    moving_mean = tf.concat([bn.moving_mean.value for bn in bns], first)
+    moving_var = tf.concat([bn.moving_variance.value for bn in bns], first)
+    unbiased = tf.math.divide_no_nan(var * count, count - 1.0)
+    new_means = tf.split(moving_mean - (moving_mean - mean) * momentum, per_bn, first)
+    new_vars = tf.split(moving_var - (moving_var - unbiased) * momentum, per_bn, first)
+    for bn, new_mean, new_var in zip(bns, new_means, new_vars):
+      bn.moving_mean.assign(new_mean)
+      bn.moving_variance.assign(new_var)
+    # For the gradient: dx = dy * scale * r with the statistics held fixed, plus
+    # -scale * r / count * (sum dy + x_hat * sum dy * x_hat) through them
+    # (x_hat = (x - mean) * r, r = 1 / sqrt(var + eps)); as b - x * a per channel.
+    r = tf.math.rsqrt(var + epsilon)
+    k = tf.concat(scales, first) * r / count
+    means, variances = tf.split(mean, per_bn, first), tf.split(var, per_bn, first)
+    ys, reserves = [], []
+    for x, scale, offset, mean_i, var_i, bn in zip(xs, scales, offsets, means, variances, bns):
+      y, _, _, _, _, reserve = tf.raw_ops.FusedBatchNormV3(
+          x=x, scale=scale, offset=offset, mean=mean_i, variance=var_i, epsilon=bn.epsilon,
+          is_training=False)
+      ys.append(y)
+      reserves.append(reserve)
+
+  def grad(*dys):
+    dxs, local = [], []
+    for dy, y, x, scale, mean_i, var_i, reserve, bn in zip(
+        dys, ys, xs, scales, means, variances, reserves, bns):
+      dx, dscale, doffset, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+          y_backprop=tf.zeros_like(y) if dy is None else dy, x=x, scale=scale,
+          reserve_space_1=mean_i, reserve_space_2=var_i, reserve_space_3=reserve,
+          epsilon=bn.epsilon, is_training=False)
+      dxs.append(dx)
+      local.append((dscale, doffset))
+    dscales, doffsets = [d for d, _ in local], [d for _, d in local]
+    # [sum dy * x_hat | sum dy] per channel, over the replicas.
+    [sums] = distribute.sum_over_replicas([tf.concat(dscales + doffsets, first)])
+    sum_dy_x_hat, sum_dy = tf.split(sums, 2, first)
+    a = k * r * sum_dy_x_hat
+    b = a * mean - k * sum_dy
+    dxs = [tf.cast(tf.cast(dx, tf.float32) - x * a_i + b_i, dx.dtype)
+           for dx, x, a_i, b_i in zip(dxs, x32, tf.split(a, per_bn, first),
+                                      tf.split(b, per_bn, first))]
+    return dxs + dscales + doffsets
+
+  record.record_operation("SynchronizedBatchNorms", ys, xs + scales + offsets, grad)
+  return ys
+
+
+class BatchNormRequest(NamedTuple):
+  """What an op written as a generator (normalize_alone) asks for: x normalized by bn,
+  times `scale` per channel if given."""
+  bn: BatchNorm
+  x: tf.Tensor
+  scale: object = None
+
+
+def normalize_alone(op_steps, training):
+  """The result of an op written as a generator of BatchNormRequests (sent back each
+  request's output), every batch norm on its own."""
+  y = None
+  try:
+    while True:
+      request = op_steps.send(y)
+      y = request.bn(request.x, training=training, scale=request.scale)
+  except StopIteration as done:
+    return done.value
+
+
+def normalize_together(ops_steps, training):
+  """The results of several ops written as generators (normalize_alone), run side by side:
+  the batch norms that they reach at the same depth are normalized together, the
+  synchronized ones on several replicas with one sum over the replicas in each direction
+  (_synchronized_batch_norms) instead of one each. Each op's result is as normalize_alone's.
+  """
+  results, sent = [None] * len(ops_steps), [None] * len(ops_steps)
+  active = range(len(ops_steps))
+  while active:
+    requests = {}
+    for i in active:
+      try:
+        requests[i] = ops_steps[i].send(sent[i])
+      except StopIteration as done:
+        results[i] = done.value
+    together = [i for i, r in requests.items()
+                if training and r.bn.synchronized and distribute.num_replicas() > 1]
+    for i, r in requests.items():
+      if i not in together:
+        sent[i] = r.bn(r.x, training=training, scale=r.scale)
+    if together:
+      normalized = [requests[i] for i in together]
+      scales, offsets = zip(*(r.bn.scale_offset(r.x.shape[-1], r.scale) for r in normalized))
+      ys = _synchronized_batch_norms([r.bn for r in normalized], [r.x for r in normalized],
+                                     list(scales), list(offsets))
+      for i, y in zip(together, ys):
+        sent[i] = y
+    active = list(requests)
+  return results
+
+
+def call_side_by_side(calls, training, synchronized):
+  """The outputs of independent ops, calls = [(op, x, keyword arguments)]: called one by
+  one, or, training with `synchronized` batch norms on several replicas, run side by side
+  through their steps() (normalize_together)."""
+  if training and synchronized and distribute.num_replicas() > 1:
+    return normalize_together([op.steps(x, **kwargs) for op, x, kwargs in calls], training)
+  return [op(x, training=training, **kwargs) for op, x, kwargs in calls]
 
 
 class Conv(keras.layers.Layer):
@@ -455,7 +557,11 @@ class ReLUConvBN(LazyBlock):
     self.bn = BatchNorm(affine, synchronized)
 
   def call(self, x, training=False):
-    return self.bn(self.conv(tf.nn.relu(x)), training=training)
+    return normalize_alone(self.steps(x), training)
+
+  def steps(self, x):
+    """call() as a generator of its batch norm's request (normalize_alone)."""
+    return (yield BatchNormRequest(self.bn, self.conv(tf.nn.relu(x))))
 
 
 class DilConv(keras.layers.Layer):
@@ -488,6 +594,10 @@ class DilConv(keras.layers.Layer):
 
   def call(self, x, training=False, scale=None, phased=False):
     """`phased`: x (and the result) split into the dilation's phases (Conv.convolve)."""
+    return normalize_alone(self.steps(x, scale, phased), training)
+
+  def steps(self, x, scale=None, phased=False):
+    """call() as a generator of its batch norm's request (normalize_alone)."""
     copies = self.groups if self.shared_input else 1
     if not self.shared_input:
       x = tf.nn.relu(x)
@@ -498,7 +608,7 @@ class DilConv(keras.layers.Layer):
       return self.pointwise.convolve(self.depthwise.convolve(x, dw, phased), pw)
 
     y = recomputed(block, x, self.depthwise.kernel, self.pointwise.kernel)
-    return self.bn(y, training=training, scale=scale)  # the same statistics in phases
+    return (yield BatchNormRequest(self.bn, y, scale))  # the same statistics in phases
 
 
 class SepConv(keras.layers.Layer):
@@ -522,9 +632,17 @@ class SepConv(keras.layers.Layer):
                           self.synchronized, self.groups, self.shared_input)
     self.block2 = DilConv(self.c_out, self.kernel_size, 1, self.padding, 1, self.affine,
                           self.synchronized, self.groups)
+    # Built here: steps() runs the blocks' steps, not their calls (which would build them).
+    self.block1.build(input_shape)
+    self.block2.build((*input_shape[:-1], c_mid))
 
   def call(self, x, training=False, scale=None):
-    return self.block2(self.block1(x, training=training), training=training, scale=scale)
+    return normalize_alone(self.steps(x, scale), training)
+
+  def steps(self, x, scale=None):
+    """call() as a generator of its batch norms' requests (normalize_alone)."""
+    y = yield from self.block1.steps(x)
+    return (yield from self.block2.steps(y, scale))
 
 
 class FactorizedReduce(LazyBlock):
@@ -545,6 +663,10 @@ class FactorizedReduce(LazyBlock):
     self.bn = BatchNorm(affine, synchronized)
 
   def call(self, x, training=False, scale=None):
+    return normalize_alone(self.steps(x, scale), training)
+
+  def steps(self, x, scale=None):
+    """call() as a generator of its batch norm's request (normalize_alone)."""
     if self.relu:
       x = tf.nn.relu(x)
     # tf.slice: its gradient is a Pad, much cheaper than a strided slice's.
@@ -555,7 +677,7 @@ class FactorizedReduce(LazyBlock):
       shape = image_shape(a, self.edges, self.c_out // 2)
       y = tf.concat([tf.reshape(a, shape), tf.reshape(b, shape)], axis=-1)
       y = tf.reshape(y, image_shape(a, self.edges * self.c_out))
-    return self.bn(y, training=training, scale=scale)
+    return (yield BatchNormRequest(self.bn, y, scale))
 
 
 class Pool(LazyBlock):
@@ -571,6 +693,10 @@ class Pool(LazyBlock):
     self.bn = bn
 
   def call(self, x, training=False):
+    return normalize_alone(self.steps(x), training)
+
+  def steps(self, x):
+    """call() as a generator of its batch norm's request, if it has one (normalize_alone)."""
     if self.stride == 1:
       # 'SAME' at stride 1 pads symmetrically; TF's max pool ignores the padding and
       # its average pool leaves it out of the count, as count_include_pad=False.
@@ -584,7 +710,7 @@ class Pool(LazyBlock):
       count = tf.nn.avg_pool2d(_pad(ones, 1), 3, self.stride, "VALID")
       y = total / count
     if self.bn is not None:
-      y = self.bn(y, training=training)
+      y = yield BatchNormRequest(self.bn, y)
     return y
 
 
@@ -592,6 +718,11 @@ class Identity(LazyBlock):
 
   def call(self, x, training=False):
     return x
+
+  def steps(self, x):
+    """call() as a generator (normalize_alone) that has no request."""
+    return x
+    yield  # pylint: disable=unreachable
 
 
 class Zero(LazyBlock):

@@ -180,6 +180,12 @@ def check_batch_size(batch_size, strategy):
     raise UserInputError(f"batch_size {batch_size} is not divisible by the {n} replicas")
 
 
+def num_replicas():
+  """The replicas that the calling code runs on (1 outside a strategy's replicas)."""
+  ctx = tf.distribute.get_replica_context()
+  return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
 def _merge_sum(strategy, *values):
   return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM,
                                            [(v, v) for v in values])

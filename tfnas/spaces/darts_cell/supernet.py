@@ -98,6 +98,7 @@ class EdgeGroup(ops.LazyBlock):
     super().__init__(**kwargs)
     self.primitives, self.c, self.stride, self.edges = tuple(primitives), c, stride, edges
     self.noise, self.skip_drop_prob = noise, skip_drop_prob
+    self.synchronized = synchronized
     self.op_index, self.candidates = [], []
     for k, name in enumerate(self.primitives):
       if name == "none":
@@ -155,26 +156,37 @@ class EdgeGroup(ops.LazyBlock):
     columns = tf.split(weights, len(self.primitives), axis=1)
     channel_weights = tf.unstack(tf.reshape(
         tf.tile(tf.transpose(weights)[:, :, None], [1, 1, self.c]), [-1, self.edges * self.c]))
-    terms, phased = [], {}
+    calls = []  # per op: the op, its input and keyword arguments
     for i, name, op in zip(self.op_index, names, self.candidates):
+      layout = layouts.get(name)
+      if self._scaled(name, training):
+        # Each edge's weight scales its channels in the op's last batch norm; a dilated
+        # conv in phases is summed there and interleaved once below.
+        kwargs = {"scale": channel_weights[i]}
+        if isinstance(layout, tuple):
+          kwargs["phased"] = True
+        calls.append((op, shared[layout] if layout else rectified, kwargs))
+      elif self._has_edge_parameters(name):  # the noisy or dropped FactorizedReduce
+        calls.append((op, rectified, {}))
+      else:  # the same on every edge
+        calls.append((op, x, {}))
+    # (The ops' synchronized batch norms at the same depth share one sum over the replicas.)
+    outputs = ops.call_side_by_side(calls, training, self.synchronized)
+    terms, phased = [], {}
+    for i, name, y in zip(self.op_index, names, outputs):
       noisy = name == "skip_connect" and training and self.noise is not None
       dropped = name == "skip_connect" and training and self.skip_drop_prob > 0
-      per_edge = name in ops.CONV_OPS or (name == "skip_connect" and self.stride > 1)
       layout = layouts.get(name)
-      inputs = shared[layout] if layout else rectified
-      if per_edge and not (noisy or dropped):
-        # Each edge's weight scales its channels in the op's last batch norm.
-        scale = channel_weights[i]
-        if isinstance(layout, tuple):  # in phases: summed there, interleaved once below
-          phased.setdefault(layout, []).append(
-              op(inputs, training=training, scale=scale, phased=True))
+      if self._scaled(name, training):
+        if isinstance(layout, tuple):
+          phased.setdefault(layout, []).append(y)
         else:
-          terms.append(self._split_edges(op(inputs, training=training, scale=scale)))
+          terms.append(self._split_edges(y))
         continue
-      if per_edge:  # the noisy or dropped FactorizedReduce
-        y = self._split_edges(op(inputs, training=training))
-      else:  # the same on every edge
-        y = tf.expand_dims(op(x, training=training), -2)
+      if self._has_edge_parameters(name):
+        y = self._split_edges(y)
+      else:
+        y = tf.expand_dims(y, -2)
       if noisy or dropped:
         y, seed = self._per_edge(y, noise_seed)
       if noisy:
@@ -190,6 +202,17 @@ class EdgeGroup(ops.LazyBlock):
     for term in terms[1:]:  # (measured: no faster as one AddN, and more memory)
       out += term
     return out
+
+  def _has_edge_parameters(self, name):
+    """Whether the op has parameters per edge (else every edge gets the same output)."""
+    return name in ops.CONV_OPS or (name == "skip_connect" and self.stride > 1)
+
+  def _scaled(self, name, training):
+    """Whether the op's last batch norm scales each edge's output by its weight: the ops
+    with parameters per edge, but a skip that gets noise or drop-path first."""
+    skip_changed = name == "skip_connect" and training and (
+        self.noise is not None or self.skip_drop_prob > 0)
+    return self._has_edge_parameters(name) and not skip_changed
 
   def _split_edges(self, y):
     return tf.reshape(y, ops.image_shape(y, self.edges, self.c))
@@ -210,6 +233,7 @@ class SearchCell(ops.LazyBlock):
                skip_drop_prob=0.0, **kwargs):
     super().__init__(**kwargs)
     self.reduction = reduction
+    self.synchronized = synchronized
     self.steps = space.steps
     self.preprocess0, self.preprocess1 = networks.cell_preprocessing(
         c, reduction_prev, affine=False, synchronized=synchronized)
@@ -223,7 +247,8 @@ class SearchCell(ops.LazyBlock):
         for s, edge_ids in enumerate(self.edges_from)]
 
   def call(self, s0, s1, weights, training=False, noise_seed=None, noise_scale=1.0):
-    states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+    states = ops.call_side_by_side([(self.preprocess0, s0, {}), (self.preprocess1, s1, {})],
+                                   training, self.synchronized)
     incoming = {node: [] for node in range(2, 2 + self.steps)}
     # The weights' rows regrouped by input state: one gather and one split per cell.
     group_weights = tf.split(tf.gather(weights, sum(self.edges_from, [])),
