@@ -317,6 +317,17 @@ def test_batch_norm_extra_scale_multiplies_the_output(affine):
                                np.sum(want / scale, axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
 
 
+def _run_on_shares(strategy, step, x, w):
+  """step(x, w) on each replica with its share of the examples; each output's values, one
+  per replica in order."""
+  share = len(x) // strategy.num_replicas_in_sync
+  inputs = strategy.experimental_distribute_values_from_function(
+      lambda ctx: (x[ctx.replica_id_in_sync_group * share:][:share],
+                   w[ctx.replica_id_in_sync_group * share:][:share]))
+  out = tf.function(lambda xw: strategy.run(step, args=xw))(inputs)
+  return [[t.numpy() for t in strategy.experimental_local_results(o)] for o in out]
+
+
 def _batch_norm_step(strategy, synchronized, x, w, scale):
   """y and the gradients of sum(w * y^2) (for x, gamma, beta and the extra scale if one is
   given), and the running statistics, of an affine BN in training on x (split over the
@@ -335,13 +346,7 @@ def _batch_norm_step(strategy, synchronized, x, w, scale):
       loss = tf.reduce_sum(w * y * y)
     return (y, *tape.gradient(loss, [x, bn.gamma, bn.beta, *extra]))
 
-  n = strategy.num_replicas_in_sync
-  share = len(x) // n
-  inputs = strategy.experimental_distribute_values_from_function(
-      lambda ctx: (x[ctx.replica_id_in_sync_group * share:][:share],
-                   w[ctx.replica_id_in_sync_group * share:][:share]))
-  out = tf.function(lambda xw: strategy.run(step, args=xw))(inputs)
-  local = [[t.numpy() for t in strategy.experimental_local_results(o)] for o in out]
+  local = _run_on_shares(strategy, step, x, w)
   # Per example (y, dx): the replicas' shares in order; per channel: summed over them.
   got = [np.concatenate(o) for o in local[:2]] + [sum(o) for o in local[2:]]
   stats = [strategy.experimental_local_results(v.value)[0].numpy()
@@ -386,13 +391,7 @@ def _side_by_side_step(strategy, synchronized, x, w):
       loss = sum(tf.reduce_sum(w[..., :y.shape[-1]] * y * y) for y in ys)
     return (*ys, *tape.gradient(loss, [x, kernel]))
 
-  n = strategy.num_replicas_in_sync
-  share = len(x) // n
-  inputs = strategy.experimental_distribute_values_from_function(
-      lambda ctx: (x[ctx.replica_id_in_sync_group * share:][:share],
-                   w[ctx.replica_id_in_sync_group * share:][:share]))
-  out = tf.function(lambda xw: strategy.run(step, args=xw))(inputs)
-  local = [[t.numpy() for t in strategy.experimental_local_results(o)] for o in out]
+  local = _run_on_shares(strategy, step, x, w)
   got = [np.concatenate(o) for o in local[:4]] + [sum(local[4])]  # per example; summed
   bns = [sub for layer in layers for sub in layer._flatten_layers()  # pylint: disable=protected-access
          if isinstance(sub, ops.BatchNorm)]
