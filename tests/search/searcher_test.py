@@ -147,6 +147,32 @@ def _next_step(s, seed=0):
 
 
 @pytest.mark.slow
+def test_two_replicas_traced_once_step_as_one_replica_on_the_global_batch():
+  # One trace for both replicas (distribute.ReplicasTracedOnce): the step's sums and the
+  # variables after it are the one-device step's on the same global batch.
+  config = searcher.SearchConfig(epochs=1, batch_size=16, arch_learning_rate=3e-2)
+  two, one = (searcher.Searcher(SMALL_SPACE, presets.METHODS["fair_darts"], config, strategy,
+                                (8, 8, 3)) for strategy in (_two_cpus(), _one_device()))
+  assert two.traced_once is None
+  out_two, out_one = _next_step(two), _next_step(one)
+  assert two.traced_once is True and one.traced_once is False
+  assert out_two.keys() == out_one.keys()
+  for key in out_one:
+    np.testing.assert_allclose(out_two[key], out_one[key], rtol=1e-4, atol=1e-6, err_msg=key)
+  for a, b in zip(one.model.weights, two.model.weights):
+    for copy in b.value.values:  # every replica's copy
+      np.testing.assert_allclose(copy.numpy(), _numpy(a), rtol=1e-4, atol=1e-6, err_msg=a.path)
+  # Noisy DARTS draws its noise per replica: as strategy.run draws it.
+  noisy = [searcher.Searcher(SMALL_SPACE, presets.METHODS["noisy_darts"], config, _two_cpus(),
+                             (8, 8, 3)) for _ in range(2)]
+  noisy[1]._step_fn = noisy[1]._make_step_fn(traced_once=False)  # pylint: disable=protected-access
+  once, run = (_next_step(s) for s in noisy)
+  assert noisy[0].traced_once and not noisy[1].traced_once
+  for key in once:
+    np.testing.assert_allclose(once[key], run[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.slow
 def test_float16_updates_with_overflowing_gradients_are_skipped_on_every_replica():
   config = searcher.SearchConfig(epochs=1, batch_size=16, precision="mixed_float16")
   s = searcher.Searcher(SMALL_SPACE, presets.METHODS["fair_darts"], config, _two_cpus(),
@@ -155,6 +181,8 @@ def test_float16_updates_with_overflowing_gradients_are_skipped_on_every_replica
   weights = [v.value.values for v in s.weight_variables]  # per replica
   w0, a0 = [[t.numpy() for t in v] for v in weights], [_numpy(v) for v in s.arch_variables]
   out = _next_step(s)
+  # The loss scales are not Keras variables: each replica is traced apart (strategy.run).
+  assert s.traced_once is False
   assert (out["weight_updates_skipped"], out["grad_norm"], out["arch_updates_skipped"]) == (1, 0, 0)
   for before, v in zip(w0, weights):  # on both replicas
     for b, t in zip(before, v):

@@ -2,6 +2,7 @@
 over the replicas, the seeds of each replica's random draws, and the workers of a
 multi-worker run."""
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -180,8 +181,32 @@ def check_batch_size(batch_size, strategy):
     raise UserInputError(f"batch_size {batch_size} is not divisible by the {n} replicas")
 
 
+class _OneTrace:
+  """The replica being traced by ReplicasTracedOnce (`current`, None otherwise): how many
+  replicas there are, its id, and its sums over the replicas as collective ops."""
+  current = None
+  _instance_keys = itertools.count(1)  # unique in the process: each key is one collective
+
+  def __init__(self, num_replicas, replica_id, ordering_token):
+    self.num_replicas, self.replica_id, self.ordering_token = (
+        num_replicas, replica_id, ordering_token)
+    self.group_key = 1000 + num_replicas
+
+  def sum(self, values):
+    flat = tf.concat([tf.reshape(v, [-1]) for v in values], 0)
+    # The same key on every device: the n-th sum of each device's copy of the step.
+    total = tf.raw_ops.CollectiveReduceV2(
+        input=flat, group_size=self.num_replicas, group_key=self.group_key,
+        instance_key=next(self._instance_keys), ordering_token=[self.ordering_token],
+        merge_op="Add", final_op="Id")
+    sizes = [v.shape.num_elements() for v in values]
+    return [tf.reshape(part, v.shape) for part, v in zip(tf.split(total, sizes), values)]
+
+
 def num_replicas():
   """The replicas that the calling code runs on (1 outside a strategy's replicas)."""
+  if _OneTrace.current is not None:
+    return _OneTrace.current.num_replicas
   ctx = tf.distribute.get_replica_context()
   return 1 if ctx is None else ctx.num_replicas_in_sync
 
@@ -202,12 +227,116 @@ def sum_over_replicas(values):
   graph took minutes to build under MirroredStrategy.
   """
   values = list(values)
+  if _OneTrace.current is not None:
+    return _OneTrace.current.sum(values)
   ctx = tf.distribute.get_replica_context()
   if ctx is None or ctx.num_replicas_in_sync == 1:
     return values
   if not isinstance(ctx.strategy, tf.distribute.MirroredStrategy):
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
   return list(ctx.merge_call(_merge_sum, args=values))
+
+
+def can_trace_once(strategy):
+  """Whether ReplicasTracedOnce serves the strategy: MirroredStrategy on one machine, more
+  than one replica."""
+  return (isinstance(strategy, tf.distribute.MirroredStrategy) and
+          strategy.num_replicas_in_sync > 1)
+
+
+class ReplicasTracedOnce:
+  """A replica function of a one-machine MirroredStrategy, traced once for all replicas.
+
+  MirroredStrategy.run traces the function once per replica, one after the other: the
+  first step of N replicas took more than N times the first step of one (README,
+  Performance, Replicas). This traces it once, on the first device, with every variable
+  read and written as the first replica's copy and the sums over the replicas as
+  collective ops (sum_over_replicas); then each device calls that one function with its
+  own copies of the variables. Same values as strategy.run (tests/search/searcher_test.py).
+
+  It uses TensorFlow's and Keras' private attributes (a Keras variable's `_value`, an
+  optimizer's `_distribution_strategy`, a concrete function's captured inputs and
+  `_call_flat`); NotTracedOnce when the trace reaches a variable it cannot map (the
+  caller then runs strategy.run).
+  """
+
+  def __init__(self, strategy, fn, keras_variables, optimizers, trackable):
+    self.strategy, self.fn = strategy, fn
+    self.keras_variables = list({id(v): v for v in keras_variables}.values())
+    self.optimizers = list(optimizers)
+    self.devices = strategy.extended.worker_devices
+    n = len(self.devices)
+    if tf.distribute.has_strategy():
+      raise NotTracedOnce("made inside a strategy's scope")
+    # Orders each device's collectives as its copy of the function makes them.
+    self.tokens = []
+    for device in self.devices:
+      with tf.device(device):
+        self.tokens.append(tf.Variable(0.0, trainable=False, name="collective_order"))
+    # Each captured handle of the first replica's copies -> the handle of replica i's.
+    self.handles = [{} for _ in range(n)]
+    distributed = [v for v in tf.train.TrackableView(trackable).descendants()
+                   if isinstance(v, tf.distribute.DistributedValues)]
+    for value in distributed + [v._value for v in self.keras_variables]:  # pylint: disable=protected-access
+      if isinstance(value, tf.distribute.DistributedValues):
+        for i in range(n):
+          self.handles[i][id(value.values[0].handle)] = value.values[i].handle
+    for i in range(n):
+      self.handles[i][id(self.tokens[0].handle)] = self.tokens[i].handle
+    self.function = None
+
+  def _trace(self, structure, specs):
+    def replica(replica_id, *flat):
+      _OneTrace.current = _OneTrace(len(self.devices), replica_id, self.tokens[0].handle)
+      try:
+        return self.fn(*tf.nest.pack_sequence_as(structure, flat))
+      finally:
+        _OneTrace.current = None
+
+    # pylint: disable=protected-access
+    saved = [v._value for v in self.keras_variables]
+    strategies = [o._distribution_strategy for o in self.optimizers]
+    try:
+      for v in self.keras_variables:
+        if isinstance(v._value, tf.distribute.DistributedValues):
+          v._value = v._value.values[0]
+      for o in self.optimizers:
+        o._distribution_strategy = tf.distribute.get_strategy()
+      with tf.device(self.devices[0]):
+        # Called, not inlined: inlined into the caller, each device's copy took longer.
+        function = tf.function(replica, experimental_attributes={"_noinline": True}
+                               ).get_concrete_function(
+                                   tf.TensorSpec([], tf.int32), *specs)
+    finally:
+      for v, value in zip(self.keras_variables, saved):
+        v._value = value
+      for o, s in zip(self.optimizers, strategies):
+        o._distribution_strategy = s
+    unmapped = [c for c in function.captured_inputs
+                if c.dtype == tf.resource and id(c) not in self.handles[0]]
+    if unmapped:
+      raise NotTracedOnce(f"{len(unmapped)} resources of the step are not variables' copies")
+    return function
+
+  def __call__(self, *args):
+    """The replicas' outputs (a dict of tensors each), summed over the replicas."""
+    per_device = [tf.nest.map_structure(
+        lambda v, i=i: self.strategy.experimental_local_results(v)[i], args)
+        for i in range(len(self.devices))]
+    if self.function is None:
+      self.function = self._trace(per_device[0], [tf.TensorSpec(t.shape, t.dtype)
+                                                  for t in tf.nest.flatten(per_device[0])])
+    outputs = []
+    for i, device in enumerate(self.devices):
+      with tf.device(device):
+        captured = [self.handles[i].get(id(c), c) for c in self.function.captured_inputs]
+        outputs.append(self.function._call_flat(  # pylint: disable=protected-access
+            [tf.constant(i), *tf.nest.flatten(per_device[i])], captured))
+    return {k: tf.add_n([out[k] for out in outputs]) for k in outputs[0]}
+
+
+class NotTracedOnce(Exception):
+  """ReplicasTracedOnce cannot run this replica function."""
 
 
 def first_replica_copier(strategy, variables):
@@ -247,6 +376,8 @@ def replica_seed(seed):
   so that replicas draw differently for their different samples, yet reproducibly."""
   ctx = tf.distribute.get_replica_context()
   replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+  if _OneTrace.current is not None:
+    replica = _OneTrace.current.replica_id
   return fold_seed(fresh_seed() if seed is None else seed, replica)
 
 

@@ -55,6 +55,7 @@ def benchmark_search_step(space, method, config, image_size, timed_steps, strate
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "peak_gpu_mb": None if peak_gpu_mb is None else round(peak_gpu_mb, 1),
       "replicas": strategy.num_replicas_in_sync,
+      "traced_once": searcher.traced_once,
       "graph_optimizer": distribute.graph_optimizer_enabled(),
       "params": int(sum(np.prod(v.shape) for v in searcher.weight_variables)),
   }

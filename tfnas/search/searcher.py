@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from tfnas.methods import parts
+from tfnas.runtime import distribute
 from tfnas.runtime import loop
 from tfnas.runtime import optimizers
 from tfnas.runtime import updates
@@ -153,7 +154,7 @@ class Searcher:
         epoch_totals=self.epoch_totals,
         **{f"{name}_loss_scale": scale for name, scale in self.loss_scales().items()})
     self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-    self._step_fn = None
+    self._step_fn = self._traced_once = None
 
   # ---- the step ----------------------------------------------------------
 
@@ -200,22 +201,48 @@ class Searcher:
   def train_step(self, iterator):
     """Runs one search step on the next batches; returns sums over the global batch."""
     if self._step_fn is None:
+      self._step_fn = self._make_step_fn(traced_once=distribute.can_trace_once(self.strategy))
+      if self._traced_once is not None:
+        try:
+          return self._step_fn(iterator)
+        except distribute.NotTracedOnce:  # (raised while tracing: no batch was read)
+          self._step_fn = self._make_step_fn(traced_once=False)
+    return self._step_fn(iterator)
 
+  def _make_step_fn(self, traced_once):
+    """The step: one trace of the replica step for all replicas (distribute.
+    ReplicasTracedOnce) when `traced_once`, else strategy.run."""
+    self._traced_once = None
+    if traced_once:
+      self._traced_once = distribute.ReplicasTracedOnce(
+          self.strategy, self._replica_step, self.model.weights + self.weight_optimizer.variables +
+          self.arch_optimizer.variables, [self.weight_optimizer, self.arch_optimizer],
+          self.checkpoint)
+      replicas, summed = self._traced_once, lambda out: out
+    else:
       def replicas(train_batch, val_batch):
         return self.strategy.run(self._replica_step, args=(train_batch, val_batch))
 
       if self.config.jit_compile:  # reading the input stays outside: XLA cannot compile it
         replicas = tf.function(replicas, jit_compile=True)
 
-      @tf.function
-      def step_fn(iterator):
-        out = replicas(*next(iterator))
-        self.global_step.assign_add(1)
+      def summed(out):
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in out.items()}
 
-      self._step_fn = step_fn
-    return self._step_fn(iterator)
+    @tf.function
+    def step_fn(iterator):
+      out = summed(replicas(*next(iterator)))
+      self.global_step.assign_add(1)
+      return out
+
+    return step_fn
+
+  @property
+  def traced_once(self):
+    """Whether the step runs one trace for all its replicas (distribute.ReplicasTracedOnce);
+    None before the first step."""
+    return None if self._step_fn is None else self._traced_once is not None
 
   # ---- state that outlives the step ---------------------------------------
 
