@@ -1,6 +1,6 @@
 """Choosing a tf.distribute strategy by name, the process-wide runtime settings, sums
-over the replicas, the seeds of each replica's random draws, and the workers of a
-multi-worker run."""
+over the replicas, a replica function traced once for all the replicas of one machine, the
+seeds of each replica's random draws, and the workers of a multi-worker run."""
 import hashlib
 import itertools
 import json
