@@ -162,6 +162,13 @@ def test_two_replicas_traced_once_step_as_one_replica_on_the_global_batch():
   for a, b in zip(one.model.weights, two.model.weights):
     for copy in b.value.values:  # every replica's copy
       np.testing.assert_allclose(copy.numpy(), _numpy(a), rtol=1e-4, atol=1e-6, err_msg=a.path)
+  # Inside a strategy's scope the step runs through strategy.run.
+  inside = searcher.Searcher(SMALL_SPACE, presets.METHODS["fair_darts"], config, _two_cpus(),
+                             (8, 8, 3))
+  with inside.strategy.scope():
+    np.testing.assert_allclose(_next_step(inside)["train_loss_sum"], out_one["train_loss_sum"],
+                               rtol=1e-4)
+  assert inside.traced_once is False
   # Noisy DARTS draws its noise per replica: as strategy.run draws it.
   noisy = [searcher.Searcher(SMALL_SPACE, presets.METHODS["noisy_darts"], config, _two_cpus(),
                              (8, 8, 3)) for _ in range(2)]

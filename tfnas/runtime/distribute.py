@@ -239,9 +239,10 @@ def sum_over_replicas(values):
 
 def can_trace_once(strategy):
   """Whether ReplicasTracedOnce serves the strategy: MirroredStrategy on one machine, more
-  than one replica."""
+  than one replica, and called outside a strategy's scope (its ordering tokens are plain
+  variables)."""
   return (isinstance(strategy, tf.distribute.MirroredStrategy) and
-          strategy.num_replicas_in_sync > 1)
+          strategy.num_replicas_in_sync > 1 and not tf.distribute.has_strategy())
 
 
 class ReplicasTracedOnce:
@@ -266,8 +267,6 @@ class ReplicasTracedOnce:
     self.optimizers = list(optimizers)
     self.devices = strategy.extended.worker_devices
     n = len(self.devices)
-    if tf.distribute.has_strategy():
-      raise NotTracedOnce("made inside a strategy's scope")
     # Orders each device's collectives as its copy of the function makes them.
     self.tokens = []
     for device in self.devices:
