@@ -360,6 +360,7 @@ def normalize_together(ops_steps, training):
   (_synchronized_batch_norms) instead of one each. Each op's result is as normalize_alone's.
   """
   results, sent = [None] * len(ops_steps), [None] * len(ops_steps)
+  synchronizing = training and distribute.num_replicas() > 1
   active = range(len(ops_steps))
   while active:
     requests = {}
@@ -368,8 +369,7 @@ def normalize_together(ops_steps, training):
         requests[i] = ops_steps[i].send(sent[i])
       except StopIteration as done:
         results[i] = done.value
-    together = [i for i, r in requests.items()
-                if training and r.bn.synchronized and distribute.num_replicas() > 1]
+    together = [i for i, r in requests.items() if synchronizing and r.bn.synchronized]
     for i, r in requests.items():
       if i not in together:
         sent[i] = r.bn(r.x, training=training, scale=r.scale)
